@@ -1,0 +1,46 @@
+"""ament_python package definition of tinyvla_ros (works with colcon and with pip)."""
+
+from glob import glob
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "tinyvla_ros"
+HERE = Path(__file__).resolve().parent
+
+
+def tree(folder: str) -> list[tuple[str, list[str]]]:
+    """data_files entries that install ``folder`` recursively under share/<package>/."""
+    entries: dict[str, list[str]] = {}
+    for path in sorted((HERE / folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            rel = path.relative_to(HERE)
+            entries.setdefault(f"share/{PACKAGE}/{rel.parent.as_posix()}", []).append(rel.as_posix())
+    return sorted(entries.items())
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["sim/assets/*.xml", "sim/assets/**/*.xml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        *tree("models"),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="tinyvla_ros maintainers",
+    maintainer_email="maintainers@tinyvla-ros.invalid",
+    description="TinyVLA vision-language-action model in a ROS 2 control loop",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "tinyvla-model = tinyvla_ros.vla.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,1 @@
+"""tinyvla_ros.sim"""

@@ -56,10 +56,26 @@ def render_table(table: dict) -> list[str]:
     return [*out, ""]
 
 
+def flatten(data: object, prefix: str = "") -> list[tuple[str, object]]:
+    if isinstance(data, dict):
+        return [kv for k, v in data.items() for kv in flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(data, list) and len(data) > 8:
+        return [(prefix, f"[{len(data)} values]")]
+    return [(prefix, data)]
+
+
+def generic_result(res: dict) -> dict:
+    title = res.get("title") or res.get("name") or "results"
+    rows = [[k, v] for k, v in flatten({k: v for k, v in res.items() if k not in ("title", "name")})]
+    return {"title": title, "tables": [{"caption": "", "columns": ["figure", "value"], "rows": rows}]}
+
+
 def render(results: list[dict], started: str) -> str:
     lines = ["# Benchmark results", "", f"Written by `make bench` on {started}.", "", "## Machine", ""]
     lines += machine_description() + [""]
     for res in results:
+        if "tables" not in res:  # a benchmark that wrote plain figures: show them as a key/value table
+            res = generic_result(res)
         lines += [f"## {res['title']}", ""]
         if res.get("generated"):
             lines += [f"_run: {res['generated']}_", ""]
@@ -88,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else [])
             if subprocess.run(cmd, cwd=HERE.parent).returncode != 0:
                 failed.append(script.name)
-    results = [json.loads(p.read_text()) for p in sorted(RESULTS_DIR.glob("*.json"))]
+    results = [{"title": p.stem, **json.loads(p.read_text())} for p in sorted(RESULTS_DIR.glob("*.json"))]
     (HERE / "RESULTS.md").write_text(render(results, started))
     print(f"wrote {HERE / 'RESULTS.md'} from {len(results)} result files")
     if failed:

@@ -134,7 +134,9 @@ def chunk_to_trajectory(chunk: np.ndarray, names: Sequence[str], stamp: float, d
     return msg
 
 
-def trajectory_to_chunk(msg: JointTrajectory, expected_names: Sequence[str]) -> tuple[float, np.ndarray, float]:
+def trajectory_to_chunk(
+    msg: JointTrajectory, expected_names: Sequence[str]
+) -> tuple[float, np.ndarray, float]:
     """JointTrajectory chunk -> (stamp s, (T, A) float64 in expected_names order, dt s).
 
     Columns are reordered by name. Raises ChunkFormatError when names are missing, a point has
@@ -149,7 +151,9 @@ def trajectory_to_chunk(msg: JointTrajectory, expected_names: Sequence[str]) -> 
     rows = []
     for i, point in enumerate(msg.points):
         if len(point.positions) != len(names):
-            raise ChunkFormatError(f"chunk point {i} has {len(point.positions)} positions, expected {len(names)}")
+            raise ChunkFormatError(
+                f"chunk point {i} has {len(point.positions)} positions, expected {len(names)}"
+            )
         rows.append(point.positions)
     full = np.asarray(rows, dtype=np.float64)  # (T, len(names))
     chunk = full[:, [names.index(n) for n in expected_names]]  # (T, A)
@@ -214,7 +218,9 @@ def pose_stamped(xyz: np.ndarray, rotation: np.ndarray, stamp: float, frame_id: 
 LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
 
-def diagnostic_status(name: str, hardware_id: str, level: str, message: str, values: dict) -> DiagnosticStatus:
+def diagnostic_status(
+    name: str, hardware_id: str, level: str, message: str, values: dict
+) -> DiagnosticStatus:
     """One DiagnosticStatus: level "ok" | "warn" | "error", values rendered as strings."""
     status = DiagnosticStatus()
     status.level = LEVELS[level]

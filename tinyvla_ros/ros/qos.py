@@ -38,7 +38,9 @@ class QosConfig:
 
     def __post_init__(self) -> None:
         if self.reliability not in RELIABILITY:
-            raise ValueError(f"qos reliability must be one of {sorted(RELIABILITY)}, got {self.reliability!r}")
+            raise ValueError(
+                f"qos reliability must be one of {sorted(RELIABILITY)}, got {self.reliability!r}"
+            )
         if int(self.depth) < 1:
             raise ValueError(f"qos depth must be >= 1, got {self.depth!r}")
 

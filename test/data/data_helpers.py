@@ -1,0 +1,157 @@
+"""Helpers of the data tests: synthetic bags, polling, an rclpy harness (imported by the tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyvla_ros.data.bag import LATCHED, BagWriter, BagWriterConfig
+from tinyvla_ros.data.messages import (
+    IMAGE,
+    JOINT_STATE,
+    STRING,
+    image_msg,
+    joint_state_msg,
+    sec_to_ns,
+    string_msg,
+)
+
+
+def write_synthetic_bag(
+    path: Path,
+    steps: int = 20,
+    dt: float = 0.1,
+    gap: tuple[int, int] | None = None,
+    encoding: str = "rgb8",
+    size: tuple[int, int] = (12, 16),
+    storage: str = "mcap",
+    t0: float = 2.0,
+) -> dict[str, Any]:
+    """A small bag with two cameras, joint states, an action topic and an instruction.
+
+    Camera frame k is filled with value k (camera "a") and 100 + k (camera "b"); joint j at step k
+    is k + j / 10; the action at step k is [10 k, -k]. Frames of steps gap[0] <= k < gap[1] are
+    missing from camera "a". Returns what was written (for assertions).
+    """
+    h, w = size
+    written: dict[str, Any] = {"stamps": [], "joints": ["j0", "j1", "j2"]}
+    with BagWriter(path, BagWriterConfig(storage=storage)) as bag:
+        bag.add_topic("/cam_a", IMAGE)
+        bag.add_topic("/cam_b", IMAGE)
+        bag.add_topic("/joint_states", JOINT_STATE)
+        bag.add_topic("/action", JOINT_STATE)
+        bag.add_topic("/instruction", STRING, LATCHED)
+        bag.write("/instruction", sec_to_ns(t0), string_msg("stack the blocks"))
+        for k in range(steps):
+            t = t0 + k * dt
+            written["stamps"].append(t)
+            bag.write(
+                "/joint_states", sec_to_ns(t), joint_state_msg(written["joints"], k + np.arange(3) / 10, t)
+            )
+            bag.write("/action", sec_to_ns(t), joint_state_msg(["a0", "a1"], [10.0 * k, -float(k)], t))
+            if gap is None or not gap[0] <= k < gap[1]:
+                frame = np.full((h, w, 3), k % 256, np.uint8)
+                bag.write("/cam_a", sec_to_ns(t + 0.002), image_msg(frame, encoding, t, "a"))
+            frame = np.full((h, w, 3), (100 + k) % 256, np.uint8)
+            bag.write("/cam_b", sec_to_ns(t + 0.003), image_msg(frame, encoding, t, "b"))
+        bag.set_metadata({"success": True, "task": "stack"})
+    return written
+
+
+def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``cond`` until true; fail the test naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class RosHarness:
+    """An rclpy context of its own with a multi-threaded executor spinning on a thread."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.node import Node
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.listener = Node("data_test_listener", context=self.context)
+        self.executor.add_node(self.listener)
+        self.nodes: list[Any] = []
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def add(self, node: Any) -> Any:
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def collect(
+        self, msg_type: type, topic: str, raw: bool = False, qos: Any = None
+    ) -> list[tuple[Any, float]]:
+        """A list filling with (message or raw bytes, monotonic receive time) from ``topic``."""
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        out: list[tuple[Any, float]] = []
+        profile = qos or QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE
+        )
+        self.listener.create_subscription(
+            msg_type, topic, lambda m: out.append((m, time.monotonic())), profile, raw=raw
+        )
+        return out
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        for node in self.nodes:
+            node.destroy_node()
+        self.listener.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+
+
+def copy_bag(src: Path, dst: Path, transform: Callable[[Any], list[tuple[str, int, bytes]] | None]) -> None:
+    """Copy a bag message by message; ``transform(msg)`` returns [(topic, t_ns, data)] to write
+    (a topic of the source bag) or None to keep the message unchanged. Metadata is copied."""
+    from tinyvla_ros.data.bag import BagReader
+
+    with BagReader(src) as reader, BagWriter(dst) as writer:
+        for name, info in reader.topics.items():
+            writer.add_topic(name, info.msgtype, info.qos)
+        for m in reader.messages():
+            out = transform(m)
+            for topic, t_ns, data in [(m.topic, m.t_ns, m.data)] if out is None else out:
+                writer.write_raw(topic, t_ns, data)
+        writer.set_metadata(reader.metadata)
+
+
+def node_parameters(setup: str, node: str, **overrides: Any) -> list[Any]:
+    """rclpy Parameters of ``node`` ("tinyvla_policy" | "tinyvla_executor") from config/<setup>.yaml,
+    nested maps flattened to dotted names, then ``overrides`` (dots written as "__")."""
+    import yaml
+    from rclpy.parameter import Parameter
+
+    from tinyvla_ros.paths import config_dir
+
+    params = yaml.safe_load((config_dir() / f"{setup}.yaml").read_text())[f"/**/{node}"]["ros__parameters"]
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            flat[prefix[:-1]] = value
+
+    walk("", params)
+    flat.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return [Parameter(name, value=value) for name, value in flat.items()]

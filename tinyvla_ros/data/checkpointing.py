@@ -1,0 +1,147 @@
+"""Training checkpoints without pickle: optimizer and scheduler state as safetensors + JSON.
+
+A training checkpoint directory holds the policy (``save_pretrained``: config.json,
+model.safetensors with LoRA adapters while unmerged, stats.json, tokenizer) plus:
+    optimizer.safetensors   every tensor of ``optimizer.state_dict()["state"]`` as ``state.<i>.<key>``
+    trainer_state.json      step, the optimizer's param_groups and non-tensor state entries,
+                            the LR scheduler's state, the fp16 grad scaler's state, metrics so far
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "trainer_state.json"
+FORMAT = "tinyvla_ros.train_state/1"
+
+
+def _jsonable(value: Any) -> Any:
+    """Scheduler / scaler state -> JSON-safe values (floats stay floats, inf as a string)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": str(value)}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} in a training checkpoint without pickle")
+
+
+def _restore(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__float__"}:
+            return float(value["__float__"])
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return value
+
+
+def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """optimizer.state_dict() -> (tensors for safetensors, JSON-safe rest)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entries in sd["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(index), {})[key] = _jsonable(value)
+    return tensors, {"param_groups": _jsonable(sd["param_groups"]), "scalars": scalars}
+
+
+def optimizer_from_files(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of optimizer_to_files -> a dict for ``optimizer.load_state_dict``."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value
+    for index, entries in rest.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(_restore(entries))
+    return {"state": state, "param_groups": _restore(rest["param_groups"])}
+
+
+def save_training_state(
+    directory: str | Path,
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    step: int,
+    extra: dict[str, Any],
+) -> Path:
+    """Write a complete, resumable training checkpoint to ``directory`` (replaced atomically)."""
+    from safetensors.torch import save_file
+
+    final = Path(directory)
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    policy.save_pretrained(tmp)
+    tensors, rest = optimizer_to_files(optimizer)
+    save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": FORMAT})
+    state = {
+        "format": FORMAT,
+        "step": int(step),
+        "optimizer": rest,
+        "scheduler": _jsonable(scheduler.state_dict()) if scheduler is not None else None,
+        "scaler": _jsonable(scaler.state_dict()) if scaler is not None and scaler.is_enabled() else None,
+        **_jsonable(extra),
+    }
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def load_training_state(
+    directory: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any
+) -> dict:
+    """Restore optimizer / scheduler / scaler from a checkpoint; returns trainer_state.json's dict."""
+    from safetensors.torch import load_file
+
+    path = Path(directory)
+    state_path = path / STATE_FILE
+    if not state_path.is_file():
+        raise FileNotFoundError(f"{path} is not a training checkpoint: {STATE_FILE} is missing")
+    state = json.loads(state_path.read_text())
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{state_path}: format {state.get('format')!r}, expected {FORMAT!r}")
+    tensors = load_file(str(path / OPTIMIZER_FILE), device="cpu")
+    sd = optimizer_from_files(tensors, state["optimizer"])
+    if len(sd["param_groups"]) != len(optimizer.param_groups):
+        raise ValueError(
+            f"{path}: checkpoint has {len(sd['param_groups'])} parameter groups, the optimizer "
+            f"{len(optimizer.param_groups)} (LoRA on in one, off in the other?)"
+        )
+    optimizer.load_state_dict(sd)
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(_restore(state["scheduler"]))
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(_restore(state["scaler"]))
+    return state
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The highest ``step_XXXXXXXX`` directory under ``root`` that is complete, or None."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    done = [
+        p
+        for p in root.glob("step_*")
+        if p.is_dir() and (p / STATE_FILE).is_file() and not p.name.endswith(".tmp")
+    ]
+    return max(done, key=lambda p: int(p.name.split("_")[1])) if done else None

@@ -1,0 +1,322 @@
+"""``tinyvla-record-demos``: run the scripted experts in the MuJoCo fakes and write one bag per episode.
+
+No ROS is needed: every message is serialised with the rosbags typestore exactly as the real
+drivers and our nodes publish it, stamped with simulation time (bag time = ``start_time`` +
+sim time, so /clock from a player never starts at zero):
+
+    <camera topic>     sensor_msgs/Image in the driver's encoding (ZED bgra8, RealSense rgb8),
+                       header.stamp = render time, one frame per control step
+    /joint_states      sensor_msgs/JointState (every reported joint: arms + grippers)
+    /tinyvla/action    sensor_msgs/JointState named by the policy's action names: the expert's
+                       arm joint targets and gripper commands (0 closed .. 1 open) at that step
+    /instruction       std_msgs/String, latched
+
+The topic names, camera names, state and action names and the control period come from the
+set-up's params file (config/<setup>.yaml, ``tinyvla_policy`` parameters), so a converted demo
+dataset fits the policy node without renaming. Each bag's ``custom_data`` holds the instruction,
+the success flag at the end of the episode, task, seed, set-up and the layout for conversion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyvla_ros.data.bag import LATCHED, BagWriter, BagWriterConfig, TopicQos
+from tinyvla_ros.data.convert import LAYOUT_KEY, BagLayout
+from tinyvla_ros.data.messages import (
+    IMAGE,
+    JOINT_STATE,
+    STRING,
+    image_msg,
+    joint_state_msg,
+    sec_to_ns,
+    string_msg,
+)
+
+SETUPS = ("franka", "ur5_bimanual")
+ACTION_TOPIC = "/tinyvla/action"
+CAMERA_QOS = TopicQos(depth=10)
+
+
+def graph_parameters(setup: str) -> dict[str, Any]:
+    """The ``tinyvla_policy`` parameters of config/<setup>.yaml."""
+    import yaml
+
+    from tinyvla_ros.paths import config_dir
+
+    if setup not in SETUPS:
+        raise ValueError(f"setup must be one of {list(SETUPS)}, got {setup!r}")
+    path = config_dir() / f"{setup}.yaml"
+    params = yaml.safe_load(path.read_text())
+    try:
+        return params["/**/tinyvla_policy"]["ros__parameters"]
+    except KeyError as exc:
+        raise ValueError(f"{path}: no '/**/tinyvla_policy: ros__parameters' section") from exc
+
+
+def setup_layout(setup: str) -> tuple[BagLayout, dict[str, str]]:
+    """(BagLayout, {camera: encoding}) of a set-up, from its params file."""
+    p = graph_parameters(setup)
+    cameras = {name: p["cameras"][name]["topic"] for name in p["camera_names"]}
+    encodings = {name: p["cameras"][name].get("encoding", "rgb8") for name in p["camera_names"]}
+    layout = BagLayout(
+        cameras=cameras,
+        state_names=tuple(p["state_joint_names"]),
+        action_names=tuple(p["action_names"]),
+        joint_states_topic=p.get("joint_states_topic", "/joint_states"),
+        action_topic=ACTION_TOPIC,
+        instruction_topic="/" + p.get("instruction_topic", "instruction").lstrip("/"),
+        fps=1.0 / float(p.get("action_dt", 0.05)),
+        robot=setup,
+    )
+    return layout, encodings
+
+
+@dataclass
+class DemoConfig:
+    """What to record.
+
+    setup: "franka" | "ur5_bimanual"; tasks: task names (None: every task of the set-up);
+    seeds: episode seeds; image_width/height: simulated camera resolution; substeps: expert
+    steps per recorded step (the expert runs at action_dt / substeps); hold_steps: steps recorded
+    after the script ends (the robot at rest); start_time: bag time of sim time 0 (s);
+    camera_latency: a frame stamped t is received (bag time) at t + camera_latency, as a real
+    camera's transport delays it (joint states are received at their stamp).
+    """
+
+    setup: str = "franka"
+    tasks: list[str] | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    image_width: int = 128
+    image_height: int = 96
+    substeps: int = 1
+    hold_steps: int = 4
+    start_time: float = 1.0
+    camera_latency: float = 0.005
+    storage: str = "mcap"
+    compression: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.setup not in SETUPS:
+            raise ValueError(f"DemoConfig.setup must be one of {list(SETUPS)}, got {self.setup!r}")
+        if not self.seeds or any(int(s) < 0 for s in self.seeds):
+            raise ValueError(f"DemoConfig.seeds must be non-negative ints, got {self.seeds!r}")
+        if self.substeps < 1 or self.hold_steps < 0:
+            raise ValueError(
+                f"DemoConfig.substeps must be >= 1 and hold_steps >= 0, got {self.substeps}, {self.hold_steps}"
+            )
+        if not (math.isfinite(self.start_time) and self.start_time > 0):
+            raise ValueError(f"DemoConfig.start_time must be > 0 s, got {self.start_time!r}")
+        if not (math.isfinite(self.camera_latency) and 0 <= self.camera_latency < 0.5):
+            raise ValueError(f"DemoConfig.camera_latency must be in [0, 0.5) s, got {self.camera_latency!r}")
+        BagWriterConfig(self.storage, 9, self.compression)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """One recorded episode."""
+
+    path: Path
+    task: str
+    seed: int
+    success: bool
+    steps: int
+    sim_seconds: float
+    wall_seconds: float
+    error: str = ""
+
+
+def _action_vector(env: Any, q: np.ndarray, grip: dict[str, float], names: Sequence[str]) -> np.ndarray:
+    """Expert output -> (A,) in the policy's action-name order: arm joint names, and '<arm>_gripper'
+    (or 'gripper' for a single arm) = the gripper command, 0 closed .. 1 open."""
+    values: dict[str, float] = {}
+    offset = 0
+    for arm in env.arms:
+        joints = env.arm_joint_names[arm]
+        values.update(zip(joints, q[offset : offset + len(joints)], strict=True))
+        offset += len(joints)
+        values[f"{arm}_gripper"] = float(grip[arm])
+        if len(env.arms) == 1:  # single-arm layouts call it just "gripper"
+            values["gripper"] = float(grip[arm])
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ValueError(
+            f"action names {missing} are not produced by the {env.setup} expert ({sorted(values)})"
+        )
+    return np.asarray([values[n] for n in names], dtype=np.float64)
+
+
+def _declare_topics(bag: BagWriter, layout: BagLayout) -> None:
+    for topic in layout.cameras.values():
+        bag.add_topic(topic, IMAGE, CAMERA_QOS)
+    bag.add_topic(layout.joint_states_topic, JOINT_STATE)
+    bag.add_topic(ACTION_TOPIC, JOINT_STATE)
+    bag.add_topic(layout.instruction_topic, STRING, LATCHED)
+
+
+def _record_step(
+    bag: BagWriter, env: Any, layout: BagLayout, encodings: dict[str, str], t: float, latency: float
+) -> None:
+    """Joint states (received at t) and camera frames (stamped t, received t + latency) of the current
+    sim state; t in bag seconds."""
+    bag.write(
+        layout.joint_states_topic,
+        sec_to_ns(t),
+        joint_state_msg(env.joint_names, env.joint_positions(), t, env.joint_velocities()),
+    )
+    for cam, topic in layout.cameras.items():
+        bag.write(
+            topic,
+            sec_to_ns(t + latency),
+            image_msg(env.render(cam), encodings[cam], t, f"{cam}_optical_frame"),
+        )
+
+
+def record_episode(
+    env: Any, task: str, seed: int, path: Path, cfg: DemoConfig, layout: BagLayout, encodings
+) -> DemoResult:
+    """Reset ``env`` to (task, seed), run the expert, write one bag at ``path``."""
+    from tinyvla_ros.sim.experts import make_expert
+
+    start = time.perf_counter()
+    env.reset(task, seed)
+    expert = make_expert(env)
+    steps, held, error = 0, 0, ""
+    with BagWriter(path, BagWriterConfig(cfg.storage, 9, cfg.compression)) as bag:
+        _declare_topics(bag, layout)
+        bag.write(layout.instruction_topic, sec_to_ns(cfg.start_time), string_msg(env.instruction))
+        while held <= cfg.hold_steps:
+            t = cfg.start_time + env.time
+            if not np.all(np.isfinite(env.joint_positions())):
+                error = f"simulation unstable (non-finite joint positions) at sim time {env.time:.3f} s"
+                break
+            _record_step(bag, env, layout, encodings, t, cfg.camera_latency)
+            q, grip = expert.act(env)
+            bag.write(ACTION_TOPIC, sec_to_ns(t), _joint_state_action(env, q, grip, layout, t))
+            for sub in range(cfg.substeps):
+                if sub:
+                    q, grip = expert.act(env)
+                env.set_joint_position_targets(q)
+                for arm, value in grip.items():
+                    env.set_gripper(arm, value)
+                env.step()
+            steps += 1
+            held += int(expert.done)
+        success = bool(env.success()) and not error
+        bag.set_metadata(
+            {
+                "instruction": env.instruction,
+                "success": success,
+                "task": env.task,
+                "seed": seed,
+                "robot": cfg.setup,
+                "recorder": "tinyvla-record-demos",
+                "error": error,
+                "sim": json.dumps({"image_width": cfg.image_width, "image_height": cfg.image_height}),
+                LAYOUT_KEY: json.dumps(layout.to_dict()),
+            }
+        )
+    return DemoResult(path, env.task, seed, success, steps, env.time, time.perf_counter() - start, error)
+
+
+def _joint_state_action(env: Any, q: np.ndarray, grip: dict[str, float], layout: BagLayout, t: float) -> Any:
+    return joint_state_msg(layout.action_names, _action_vector(env, q, grip, layout.action_names), t)
+
+
+def record_demos(cfg: DemoConfig, out_dir: str | Path, progress: bool = False) -> list[DemoResult]:
+    """Every (task, seed) of ``cfg`` -> ``out_dir/<setup>_<task>_seed<NNNN>/`` bags. Returns the results."""
+    from tinyvla_ros.sim.env import make_env
+
+    layout, encodings = setup_layout(cfg.setup)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dt = 1.0 / layout.fps / cfg.substeps
+    env = make_env(
+        cfg.setup, image_width=cfg.image_width, image_height=cfg.image_height, control_dt=round(dt, 9)
+    )
+    try:
+        missing = [c for c in layout.cameras if c not in env.camera_names]
+        if missing:
+            raise ValueError(
+                f"config cameras {missing} are not simulated; the {cfg.setup} fake has {env.camera_names}"
+            )
+        tasks = cfg.tasks or env.tasks
+        jobs = [(task, int(seed)) for task in tasks for seed in cfg.seeds]
+        if progress:
+            from tqdm import tqdm
+
+            jobs = tqdm(jobs, desc="demos", unit="episode")
+        results = []
+        for task, seed in jobs:
+            path = out / f"{cfg.setup}_{task}_seed{seed:04d}"
+            results.append(record_episode(env, task, seed, path, cfg, layout, encodings))
+        return results
+    finally:
+        env.close()
+
+
+def parse_seeds(text: str) -> list[int]:
+    """ "0-9,20,30-31" -> [0, ..., 9, 20, 30, 31]; ValueError naming a malformed part."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, sep, hi = part.partition("-")
+        try:
+            seeds.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        except ValueError as exc:
+            raise ValueError(f"seeds must look like '0-9,20', got part {part!r}") from exc
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tinyvla-record-demos --setup franka --seeds 0-49 --out demos/``"""
+    parser = argparse.ArgumentParser(prog="tinyvla-record-demos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setup", choices=SETUPS, default="franka")
+    parser.add_argument("--tasks", nargs="+", default=None, help="task names (default: all of the set-up)")
+    parser.add_argument("--seeds", default="0-9", help="seeds, e.g. 0-49 or 0,3,5-7 (default 0-9)")
+    parser.add_argument("--out", required=True, help="directory that receives one bag per episode")
+    parser.add_argument("--width", type=int, default=128, help="camera width in pixels")
+    parser.add_argument("--height", type=int, default=96, help="camera height in pixels")
+    parser.add_argument("--substeps", type=int, default=1, help="expert steps per recorded step")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    args = parser.parse_args(argv)
+    try:
+        cfg = DemoConfig(
+            setup=args.setup,
+            tasks=args.tasks,
+            seeds=parse_seeds(args.seeds),
+            image_width=args.width,
+            image_height=args.height,
+            substeps=args.substeps,
+            storage=args.storage,
+        )
+        results = record_demos(cfg, args.out, progress=True)
+    except (ValueError, OSError) as exc:
+        print(f"tinyvla-record-demos: {exc}", file=sys.stderr)
+        return 2
+    for r in results:
+        status = "ok  " if r.success else "FAIL"
+        print(
+            f"{status} {r.path.name}: {r.steps} steps, {r.sim_seconds:.1f} s sim in {r.wall_seconds:.1f} s {r.error}"
+        )
+    ok = sum(r.success for r in results)
+    sim = sum(r.sim_seconds for r in results)
+    wall = sum(r.wall_seconds for r in results)
+    print(
+        f"{ok}/{len(results)} successful; {sim:.1f} s recorded in {wall:.1f} s ({sim / max(wall, 1e-9):.1f}x real time)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

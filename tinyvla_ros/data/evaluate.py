@@ -1,0 +1,266 @@
+"""``tinyvla-eval``: run a checkpoint in the MuJoCo fake on each task over N seeds; print a success table.
+
+The loop is the runtime's, without ROS: every control step (the policy's ``action_dt``) the
+cameras are rendered and the joint state read; when the chunk executor (core.chunking, the
+mode and parameters of the set-up's params file) asks for a chunk, the engine predicts one from
+the current observation (inference takes no simulated time); the executor's action for the
+current time is split into arm joint targets and gripper commands (0 closed .. 1 open) and sent
+to the fake robot. An episode ends at the first step the task reports success, or after
+``max_seconds`` (default: 1.5 x the scripted expert's duration + 2 s).
+
+``evaluate(...)`` returns the per-episode results and the per-task success rates; the demo and the
+benchmarks call it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyvla_ros.data.demos import SETUPS, graph_parameters
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """setup; tasks (None: all); seeds: episode seeds (scene layout); policy_seed: diffusion noise
+    seed (-1: fresh noise); execution_mode: "" = the params file's; max_seconds: 0 = per-task default."""
+
+    setup: str = "franka"
+    tasks: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    policy_seed: int = 0
+    execution_mode: str = ""
+    max_seconds: float = 0.0
+    image_width: int = 128
+    image_height: int = 96
+    device: str = "cpu"
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.setup not in SETUPS:
+            raise ValueError(f"EvalConfig.setup must be one of {list(SETUPS)}, got {self.setup!r}")
+        if not self.seeds or any(int(s) < 0 for s in self.seeds):
+            raise ValueError(f"EvalConfig.seeds must be non-negative ints, got {self.seeds!r}")
+        if self.execution_mode not in ("", "open_loop", "temporal_ensemble", "overlap_blend"):
+            raise ValueError(
+                f"EvalConfig.execution_mode {self.execution_mode!r} is not a chunk execution mode"
+            )
+        if not (math.isfinite(self.max_seconds) and self.max_seconds >= 0):
+            raise ValueError(f"EvalConfig.max_seconds must be >= 0 (0 = default), got {self.max_seconds!r}")
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    task: str
+    seed: int
+    success: bool
+    sim_seconds: float
+    inferences: int
+    wall_seconds: float
+
+
+@dataclass
+class EvalResults:
+    """Per-episode outcomes and per-task success rates."""
+
+    setup: str
+    checkpoint: str
+    episodes: list[EpisodeOutcome] = field(default_factory=list)
+
+    def success_rates(self) -> dict[str, float]:
+        tasks = dict.fromkeys(e.task for e in self.episodes)
+        return {t: float(np.mean([e.success for e in self.episodes if e.task == t])) for t in tasks}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "setup": self.setup,
+            "checkpoint": self.checkpoint,
+            "success_rates": self.success_rates(),
+            "episodes": [asdict(e) for e in self.episodes],
+        }
+
+    def table(self) -> str:
+        """Markdown success table: one row per task, then the mean."""
+        rates = self.success_rates()
+        lines = ["| task | episodes | success | mean sim time (s) |", "|---|---|---|---|"]
+        for task, rate in rates.items():
+            eps = [e for e in self.episodes if e.task == task]
+            ok = sum(e.success for e in eps)
+            lines.append(f"| {task} | {len(eps)} | {ok}/{len(eps)} ({100 * rate:.0f}%) | "
+                         f"{np.mean([e.sim_seconds for e in eps]):.1f} |")  # fmt: skip
+        mean = float(np.mean(list(rates.values()))) if rates else 0.0
+        lines.append(f"| **mean** | {len(self.episodes)} | {100 * mean:.1f}% | |")
+        return "\n".join(lines)
+
+
+def split_action(action: np.ndarray, names: Sequence[str], env: Any) -> tuple[np.ndarray, dict[str, float]]:
+    """(A,) action in ``names`` order -> ((Na,) arm joint targets in the env's command order,
+    {arm: gripper 0..1}). Gripper entries are '<arm>_gripper', or 'gripper' for a single arm."""
+    index = {n: i for i, n in enumerate(names)}
+    q, grip = [], {}
+    for arm in env.arms:
+        for joint in env.arm_joint_names[arm]:
+            if joint not in index:
+                raise ValueError(f"action names {list(names)} lack joint {joint!r} of arm {arm!r}")
+            q.append(action[index[joint]])
+        key = f"{arm}_gripper" if f"{arm}_gripper" in index else "gripper" if len(env.arms) == 1 else None
+        if key is not None and key in index:
+            grip[arm] = float(np.clip(action[index[key]], 0.0, 1.0))
+    return np.asarray(q, dtype=np.float64), grip
+
+
+class PolicyRunner:
+    """Runs one engine on a SimEnv with the runtime's chunk executor (see the module docstring)."""
+
+    def __init__(
+        self, engine: Any, env: Any, params: dict[str, Any], executor_params: dict[str, Any], mode: str
+    ):
+        from tinyvla_ros.core.chunking import ChunkExecutor, ChunkExecutorConfig
+
+        self.engine, self.env = engine, env
+        self.cameras = list(params["camera_names"])
+        self.state_names = list(params["state_joint_names"])
+        self.action_names = list(params["action_names"])
+        self.dt = float(params.get("action_dt", 0.05))
+        cfg = engine.config
+        self.executor = ChunkExecutor(
+            ChunkExecutorConfig(
+                mode or executor_params.get("execution_mode", "temporal_ensemble"),
+                self.dt,
+                action_dim=cfg.action_dim,
+                chunk_len=cfg.chunk_len,
+                open_loop_steps=int(executor_params.get("open_loop_steps", 8)),
+                ensemble_k=float(executor_params.get("ensemble_k", 0.01)),
+                blend_steps=int(executor_params.get("blend_steps", 4)),
+            )
+        )
+        joint_index = {n: i for i, n in enumerate(env.joint_names)}
+        missing = [n for n in self.state_names if n not in joint_index]
+        if missing:
+            raise ValueError(f"state joints {missing} are not reported by the {env.setup} fake")
+        self._state_cols = [joint_index[n] for n in self.state_names]
+
+    def observe(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """(camera images in policy order, (Ds,) state) of the current sim state."""
+        images = [self.env.render(c) for c in self.cameras]
+        return images, self.env.joint_positions()[self._state_cols]
+
+    def episode(self, task: str, seed: int, policy_seed: int, max_seconds: float) -> EpisodeOutcome:
+        """One evaluation episode."""
+        from tinyvla_ros.sim.experts import make_expert
+
+        env = self.env
+        env.reset(task, seed)
+        limit = max_seconds or 1.5 * make_expert(env).duration + 2.0
+        self.executor.reset()
+        start, inferences, success = time.perf_counter(), 0, False
+        while env.time < limit - 1e-9:
+            now = env.time
+            if self.executor.needs_chunk(now):
+                images, state = self.observe()
+                seed_i = None if policy_seed < 0 else policy_seed + inferences
+                chunk = self.engine.predict_chunk(images, env.instruction, state, seed=seed_i)
+                self.executor.add_chunk(chunk, now, now)
+                inferences += 1
+            action = self.executor.action_at(now)
+            if action is not None:
+                q, grip = split_action(action, self.action_names, env)
+                env.set_joint_position_targets(q)
+                for arm, value in grip.items():
+                    env.set_gripper(arm, value)
+            env.step()
+            if not np.all(np.isfinite(env.joint_positions())):
+                break
+            if env.success():
+                success = True
+                break
+        return EpisodeOutcome(env.task, seed, success, env.time, inferences, time.perf_counter() - start)
+
+
+def evaluate(checkpoint: str | Path, cfg: EvalConfig | None = None, progress: bool = False) -> EvalResults:
+    """Run ``checkpoint`` on every (task, seed) of ``cfg`` in the fake robot; returns the results."""
+    import yaml
+
+    from tinyvla_ros.paths import config_dir
+    from tinyvla_ros.sim.env import make_env
+    from tinyvla_ros.vla.engines import load_engine
+
+    cfg = cfg or EvalConfig()
+    params = graph_parameters(cfg.setup)
+    all_params = yaml.safe_load((config_dir() / f"{cfg.setup}.yaml").read_text())
+    executor_params = all_params.get("/**/tinyvla_executor", {}).get("ros__parameters", {})
+    expected = {
+        "camera_names": list(params["camera_names"]),
+        "state_dim": len(params["state_joint_names"]),
+        "action_dim": len(params["action_names"]),
+    }
+    engine = load_engine(checkpoint, "torch", cfg.device, "fp32", expected, cfg.num_threads)
+    dt = float(params.get("action_dt", 0.05))
+    env = make_env(cfg.setup, image_width=cfg.image_width, image_height=cfg.image_height, control_dt=dt)
+    results = EvalResults(cfg.setup, str(checkpoint))
+    try:
+        runner = PolicyRunner(engine, env, params, executor_params, cfg.execution_mode)
+        jobs = [(t, int(s)) for t in (cfg.tasks or env.tasks) for s in cfg.seeds]
+        if progress:
+            from tqdm import tqdm
+
+            jobs = tqdm(jobs, desc="eval", unit="episode")
+        for task, seed in jobs:
+            results.episodes.append(runner.episode(task, seed, cfg.policy_seed, cfg.max_seconds))
+    finally:
+        env.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tinyvla-eval CHECKPOINT --setup franka --seeds 0-9 [--json out.json]``"""
+    from tinyvla_ros.data.demos import parse_seeds
+
+    p = argparse.ArgumentParser(prog="tinyvla-eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="checkpoint directory (e.g. a training run's final/)")
+    p.add_argument("--setup", choices=SETUPS, default="franka")
+    p.add_argument("--tasks", nargs="+", default=None)
+    p.add_argument("--seeds", default="0-4", help="scene seeds, e.g. 0-9")
+    p.add_argument("--policy-seed", type=int, default=0, help="diffusion noise seed (-1: fresh noise)")
+    p.add_argument(
+        "--execution-mode", default="", choices=("", "open_loop", "temporal_ensemble", "overlap_blend")
+    )
+    p.add_argument("--max-seconds", type=float, default=0.0, help="episode time limit (0: per-task default)")
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--height", type=int, default=96)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default="", help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    try:
+        cfg = EvalConfig(
+            setup=args.setup,
+            tasks=tuple(args.tasks) if args.tasks else None,
+            seeds=tuple(parse_seeds(args.seeds)),
+            policy_seed=args.policy_seed,
+            execution_mode=args.execution_mode,
+            max_seconds=args.max_seconds,
+            image_width=args.width,
+            image_height=args.height,
+            device=args.device,
+        )
+        results = evaluate(args.checkpoint, cfg, progress=True)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"tinyvla-eval: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(results.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(results.to_dict(), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

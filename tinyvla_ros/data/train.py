@@ -1,0 +1,584 @@
+"""``tinyvla-train``: fine-tune TinyVLA on an episode dataset and write a ready-to-deploy checkpoint.
+
+Two starts:
+    from scratch      a preset (``nano``, ``micro``: CPU sizes; any preset whose tokenizer ships
+                      with the project) with random weights, every parameter trained at ``lr``;
+    from Llava-Pythia ``--init DIR`` (an official VLM initialiser, e.g. Llava-Pythia-400M for
+                      TinyVLA-B): backbone weights loaded, a new head, LoRA on the backbone
+                      (official: r 64, alpha 256 on every Linear), LoRA at ``lr_lora`` (2e-4) and
+                      projector + head at ``lr_base`` (2e-5). ``--lora`` also works from scratch.
+
+Recipe (official): AdamW (0.9, 0.98), eps 1e-7, weight decay 0; linear warm-up then cosine decay;
+the official image augmentations (tinyvla_ros.data.augment); bf16/fp16 autocast on CUDA;
+``grad_accum`` micro-batches per optimizer step (global batch = batch_size x grad_accum).
+
+Reproducible by construction: micro-batch m of step k draws its samples, augmentations and
+diffusion noise from seeds derived from (seed, k, m), so a run resumed from a checkpoint
+continues exactly as the uninterrupted run would.
+
+Output directory:
+    train_config.json         the configuration, dataset and model description
+    metrics.jsonl             one line per logged step (loss, lr, samples/s) and per validation
+    curves.png                training / validation loss and learning rate
+    checkpoints/step_XXXXXXXX resumable checkpoints (weights, optimizer, scheduler; no pickle)
+    final/                    merged (LoRA folded in), ready-to-deploy checkpoint + training.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tinyvla_ros.data.augment import AugmentConfig
+from tinyvla_ros.data.checkpointing import latest_checkpoint, load_training_state, save_training_state
+from tinyvla_ros.data.episodes import load_info, load_stats
+from tinyvla_ros.data.training import EpisodeDataset, SampleConfig, collate, split_episodes
+from tinyvla_ros.vla.config import PRESETS, get_config
+from tinyvla_ros.vla.normalize import Normalizer
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (see the module docstring); validated on construction."""
+
+    dataset: str
+    output: str
+    preset: str = "nano"
+    init: str = ""
+    lora: bool = False
+    lora_variant: str = "official"
+    steps: int = 2000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-4
+    lr_lora: float = 2e-4
+    lr_base: float = 2e-5
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    precision: str = "fp32"
+    device: str = "auto"
+    val_fraction: float = 0.1
+    val_every: int = 200
+    val_batches: int = 8
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    num_workers: int = 0
+    num_threads: int = 0
+    seed: int = 0
+    resume: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    progress: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if not self.init and self.preset not in PRESETS:
+            raise ValueError(f"TrainConfig.preset must be one of {list(PRESETS)}, got {self.preset!r}")
+        if self.lora_variant not in ("official", "paper"):
+            raise ValueError(
+                f"TrainConfig.lora_variant must be 'official' or 'paper', got {self.lora_variant!r}"
+            )
+        for name in (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "log_every",
+            "val_every",
+            "save_every",
+            "val_batches",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("warmup_steps", "num_workers", "num_threads", "seed", "keep_checkpoints"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("lr", "lr_lora", "lr_base"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value < 1):
+                raise ValueError(f"TrainConfig.{name} must be in (0, 1), got {value!r}")
+        if not (0 <= self.min_lr_ratio <= 1 and self.weight_decay >= 0 and self.max_grad_norm > 0):
+            raise ValueError(
+                f"TrainConfig: min_lr_ratio in [0, 1], weight_decay >= 0, max_grad_norm > 0 needed; got "
+                f"{self.min_lr_ratio!r}, {self.weight_decay!r}, {self.max_grad_norm!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"TrainConfig.precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
+            )
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"TrainConfig.device must be auto, cpu or cuda[:i], got {self.device!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.lora or bool(self.init)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- model, optimiser, schedule ----------------------------------------------------------------
+
+
+def normalizer_from_stats(stats: dict[str, Any], margin: float = 0.01, eps: float = 1e-4) -> Normalizer:
+    """Dataset stats.json -> Normalizer (actions min-max widened by margin * range + eps, as
+    Normalizer.from_data does; states mean / std)."""
+    lo = np.asarray(stats["action"]["min"], dtype=np.float64)
+    hi = np.asarray(stats["action"]["max"], dtype=np.float64)
+    widen = margin * (hi - lo) + eps
+    return Normalizer(lo - widen, hi + widen, stats["state"]["mean"], stats["state"]["std"])
+
+
+def build_policy(cfg: TrainConfig, info: Any, normalizer: Normalizer) -> Any:
+    """A TinyVLAPolicy shaped for the dataset (cameras, state and action sizes), LoRA applied if asked."""
+    robot = {
+        "camera_names": tuple(info.camera_names),
+        "state_dim": len(info.state_names),
+        "action_dim": len(info.action_names),
+        "action_names": tuple(info.action_names),
+        **cfg.overrides,
+    }
+    if cfg.init:
+        from tinyvla_ros.vla.llava_pythia import load_llava_pythia
+
+        policy = load_llava_pythia(cfg.init, normalizer=normalizer, **robot)
+    else:
+        from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+        config = get_config(cfg.preset, **robot)
+        if config.tokenizer != "tiny":
+            raise ValueError(
+                f"preset {cfg.preset!r} uses the Pythia tokenizer, which only comes with a Llava-Pythia "
+                "initialiser: pass --init <Llava-Pythia directory> (or train nano / micro from scratch)"
+            )
+        policy = TinyVLAPolicy(config, normalizer=normalizer)
+    if cfg.uses_lora:
+        policy.apply_lora(cfg.lora_variant)
+    return policy
+
+
+def param_groups(policy: Any, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: LoRA weights at lr_lora and projector + head at lr_base, or one group at lr."""
+    groups = policy.optimizer_param_groups(weight_decay=cfg.weight_decay)
+    if len(groups) == 1:
+        groups[0]["lr"] = cfg.lr
+    else:
+        groups[0]["lr"], groups[1]["lr"] = cfg.lr_lora, cfg.lr_base
+    return groups
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def _derive(*parts: int) -> int:
+    """A 63-bit seed from integers (SeedSequence mixing)."""
+    return int(
+        np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1)
+    )
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Yields, for optimizer steps start..total-1 and micro-batches 0..accum-1, a list of
+    (sample index, augmentation seed): samples drawn without replacement within a micro-batch,
+    everything derived from (seed, step, micro-batch)."""
+
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, start: int, total: int, accum: int
+    ) -> None:
+        self.n, self.b, self.seed, self.start, self.total, self.accum = (
+            num_samples,
+            batch_size,
+            seed,
+            start,
+            total,
+            accum,
+        )
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.accum
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.total):
+            for micro in range(self.accum):
+                rng = np.random.default_rng(_derive(self.seed, step, micro))
+                idx = rng.choice(self.n, size=self.b, replace=self.n < self.b)
+                yield [(int(i), _derive(self.seed, step, micro, j, 7)) for j, i in enumerate(idx)]
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Wraps EpisodeDataset so that item (i, aug_seed) uses its own augmentation stream."""
+
+    def __init__(self, base: EpisodeDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        i, aug_seed = key
+        self.base.reseed(aug_seed)
+        return self.base[i]
+
+
+def make_loaders(cfg: TrainConfig, image_size: int, chunk_len: int, camera_names, start: int) -> tuple:
+    """(train DataLoader from ``start``, validation dataset or None, train/val episode ids)."""
+    info = load_info(cfg.dataset)
+    train_eps, val_eps = split_episodes(len(info.episodes), cfg.val_fraction, cfg.seed)
+    sample = SampleConfig(tuple(camera_names), image_size, chunk_len, train=True, augment=cfg.augment)
+    train_ds = EpisodeDataset(cfg.dataset, sample, train_eps, seed=cfg.seed)
+    sampler = StepBatches(len(train_ds), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum)
+    loader = torch.utils.data.DataLoader(
+        SeededDataset(train_ds),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+    )
+    val_ds = None
+    if val_eps:
+        val_cfg = SampleConfig(tuple(camera_names), image_size, chunk_len, train=False, augment=cfg.augment)
+        val_ds = EpisodeDataset(cfg.dataset, val_cfg, val_eps, seed=cfg.seed)
+    return loader, val_ds, train_eps, val_eps
+
+
+# --- training loop ---------------------------------------------------------------------------
+
+
+class Trainer:
+    """One training run (see the module docstring); ``run()`` returns the final checkpoint path."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output)
+        self.device = resolve_device(cfg.device)
+        self.amp = autocast_dtype(cfg.precision, self.device)
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        self.info = load_info(cfg.dataset)
+        self.stats = load_stats(cfg.dataset)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.policy = build_policy(cfg, self.info, normalizer_from_stats(self.stats)).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.policy, cfg), betas=(0.9, 0.98), eps=1e-7, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.step = 0
+        self.metrics: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _prepare_output(self) -> None:
+        ckpt = latest_checkpoint(self.out / "checkpoints") if self.cfg.resume else None
+        if ckpt is None and (self.out / "train_config.json").exists() and not self.cfg.resume:
+            raise ValueError(
+                f"output {str(self.out)!r} already holds a run: pass --resume or choose a new directory"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        if ckpt is not None:
+            self._resume(ckpt)
+        description = {
+            "train": self.cfg.to_dict(),
+            "model": self.policy.config.to_dict(),
+            "parameters": self.policy.parameter_summary(),
+            "dataset": {
+                "episodes": len(self.info.episodes),
+                "steps": self.info.total_steps,
+                "fps": self.info.fps,
+            },
+        }
+        (self.out / "train_config.json").write_text(json.dumps(description, indent=1, default=str) + "\n")
+
+    def _resume(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(ckpt / "model.safetensors"), device="cpu")
+        self.policy.load_state_dict(state, strict=True)
+        trainer_state = load_training_state(ckpt, self.optimizer, self.scheduler, self.scaler)
+        self.step = int(trainer_state["step"])
+        self.metrics = [m for m in self._read_metrics() if m["step"] <= self.step]
+        print(f"resumed from {ckpt} at step {self.step}", file=sys.stderr)
+
+    def _read_metrics(self) -> list[dict[str, Any]]:
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        self.metrics.append(entry)
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _save(self) -> None:
+        root = self.out / "checkpoints"
+        save_training_state(
+            root / f"step_{self.step:08d}",
+            self.policy,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            self.step,
+            {"seed": self.cfg.seed},
+        )
+        done = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+        for old in done[: max(0, len(done) - max(1, self.cfg.keep_checkpoints))]:
+            shutil.rmtree(old)
+
+    # ------------------------------------------------------------------ steps
+    def _forward(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        if self.amp is None:
+            return self.policy(batch, generator=generator)
+        with torch.autocast(device_type=self.device.type, dtype=self.amp):
+            return self.policy(batch, generator=generator)
+
+    def _generator(self, *parts: int) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(_derive(self.cfg.seed, *parts))
+        return gen
+
+    def _optimizer_step(self, micro_batches: list[dict[str, Any]]) -> float:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss."""
+        self.policy.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for m, batch in enumerate(micro_batches):
+            loss = self._forward(batch, self._generator(self.step, m, 11)) / len(micro_batches)
+            self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"training loss became {total} at step {self.step}: lower the learning rate"
+            )
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return total
+
+    @torch.no_grad()
+    def validate(self, val_ds: EpisodeDataset) -> float:
+        """Mean loss over the first ``val_batches`` batches of the validation episodes (fixed noise)."""
+        self.policy.eval()
+        b = self.cfg.batch_size
+        count = min(len(val_ds), self.cfg.val_batches * b)
+        picks = np.linspace(0, len(val_ds) - 1, count).round().astype(int)  # spread over the episodes
+        losses = []
+        for k in range(0, count, b):
+            batch = collate([val_ds[int(i)] for i in picks[k : k + b]])
+            losses.append(float(self._forward(batch, self._generator(10_000_019, k))))
+        self.policy.train()
+        return float(np.mean(losses))
+
+    def run(self) -> Path:
+        """Train to ``steps``; returns the final merged checkpoint directory."""
+        cfg = self.cfg
+        self._prepare_output()
+        config = self.policy.config
+        loader, val_ds, _, _ = make_loaders(
+            cfg, config.image_size, config.chunk_len, config.camera_names, self.step
+        )
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        pending: list[dict[str, Any]] = []
+        tick, samples = time.perf_counter(), 0
+        for batch in loader:
+            pending.append(batch)
+            if len(pending) < cfg.grad_accum:
+                continue
+            loss = self._optimizer_step(pending)
+            samples += sum(len(b["instruction"]) for b in pending)
+            pending = []
+            self.step += 1
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                elapsed = time.perf_counter() - tick
+                rate = samples / max(elapsed, 1e-9)
+                lrs = [g["lr"] for g in self.optimizer.param_groups]
+                self._log({"step": self.step, "loss": loss, "lr": lrs, "samples_per_s": rate})
+                tick, samples = time.perf_counter(), 0
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}", lr=f"{lrs[0]:.2e}")
+            if val_ds is not None and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+                val = self.validate(val_ds)
+                self._log({"step": self.step, "val_loss": val})
+                if bar is not None:
+                    bar.write(f"step {self.step}: validation loss {val:.4f}")
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self._save()
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        plot_curves(self.metrics, self.out / "curves.png")
+        return self.finish()
+
+    def finish(self) -> Path:
+        """Merge LoRA (if any) into a copy of the weights and write ``final/``."""
+        final = self.out / "final"
+        if final.exists():
+            shutil.rmtree(final)
+        policy = self.policy
+        if policy.lora_applied:
+            policy.merge_lora()
+        policy.to("cpu").eval()
+        policy.save_pretrained(final)
+        summary = {
+            "steps": self.step,
+            "dataset": str(Path(self.cfg.dataset).resolve()),
+            "preset": policy.config.name,
+            "augment": asdict(self.cfg.augment),
+            "eval_center_crop": self.cfg.augment.crop_ratio,
+            "last_loss": next((m["loss"] for m in reversed(self.metrics) if "loss" in m), None),
+            "last_val_loss": next((m["val_loss"] for m in reversed(self.metrics) if "val_loss" in m), None),
+        }
+        (final / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+        return final
+
+
+def plot_curves(metrics: list[dict[str, Any]], path: Path) -> Path | None:
+    """Training loss, validation loss and learning rate against step -> PNG (matplotlib, Agg)."""
+    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
+    if not train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    val = [(m["step"], m["val_loss"]) for m in metrics if "val_loss" in m]
+    lr = [(m["step"], m["lr"][0]) for m in metrics if "lr" in m]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(*zip(*train, strict=True), label="train loss", lw=1)
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("noise MSE")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(*zip(*lr, strict=True), color="grey", ls="--", lw=0.8, label="lr")
+    ax2.set_ylabel("learning rate")
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig(dataset="", output="")
+    p = argparse.ArgumentParser(prog="tinyvla-train", description=__doc__.split("\n\n")[0])
+    p.add_argument("dataset", help="episode dataset directory (tinyvla-convert / tinyvla-import output)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, final/)")
+    p.add_argument(
+        "--preset", default=d.preset, choices=PRESETS, help="model preset when training from scratch"
+    )
+    p.add_argument(
+        "--init", default="", help="Llava-Pythia initialiser directory (large presets; implies LoRA)"
+    )
+    p.add_argument("--lora", action="store_true", help="LoRA on the backbone also from scratch")
+    p.add_argument("--lora-variant", default=d.lora_variant, choices=("official", "paper"))
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate without LoRA")
+    p.add_argument("--lr-lora", type=float, default=d.lr_lora, help="LoRA learning rate")
+    p.add_argument(
+        "--lr-base", type=float, default=d.lr_base, help="projector + head learning rate with LoRA"
+    )
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument(
+        "--precision", default=d.precision, choices=PRECISIONS, help="bf16/fp16 autocast (fp16: CUDA)"
+    )
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda[:i]")
+    p.add_argument(
+        "--val-fraction", type=float, default=d.val_fraction, help="episodes held out for validation"
+    )
+    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader worker processes")
+    p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch CPU threads (0: default)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation (centre crop only)")
+    p.add_argument(
+        "--crop-ratio", type=float, default=0.95, help="random/centre crop side fraction (1: none)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``tinyvla-train DATASET --out RUN [options]``."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = TrainConfig(
+            dataset=args.dataset, output=args.out, preset=args.preset, init=args.init, lora=args.lora,
+            lora_variant=args.lora_variant, steps=args.steps, batch_size=args.batch_size,
+            grad_accum=args.grad_accum, lr=args.lr, lr_lora=args.lr_lora, lr_base=args.lr_base,
+            warmup_steps=args.warmup_steps, precision=args.precision, device=args.device,
+            val_fraction=args.val_fraction, val_every=args.val_every, save_every=args.save_every,
+            log_every=args.log_every, num_workers=args.num_workers, num_threads=args.num_threads,
+            seed=args.seed, resume=args.resume, progress=not args.no_progress,
+            augment=AugmentConfig(enabled=not args.no_augment, crop_ratio=args.crop_ratio),
+        )  # fmt: skip
+        final = Trainer(cfg).run()
+    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+        print(f"tinyvla-train: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(f"ready-to-deploy checkpoint: {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

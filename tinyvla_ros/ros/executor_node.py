@@ -1,0 +1,341 @@
+"""``tinyvla_executor``: action chunks -> safe controller commands at the control rate.
+
+Inputs: the policy's chunks (trajectory_msgs/JointTrajectory, ``chunk_topic``) and
+``joint_states_topic``. Every 1/control_rate s the ControlLoop (tinyvla_ros.ros.control) picks the
+action for now from the chunk executor (open_loop | temporal_ensemble | overlap_blend), passes it
+through the safety filter and the node publishes:
+
+- always (while the joint state is usable): ``~/preview`` (sensor_msgs/JointState: commanded
+  positions, velocities and gripper openings; geometry_msgs/PoseStamped for ee_pose output);
+- with actuation on: the controller commands of ``output`` (forward_position | joint_trajectory |
+  ee_pose) on one topic per arm, and gripper commands (topic or franka_msgs actions) on change.
+
+Watchdog: no fresh chunk within ``hold_after`` -> hold (brake to a stop, keep the stop position:
+repeated for forward controllers, sent until at rest for trajectory/pose controllers); no usable
+joint state (none, stale, NaN) -> no command at all. ``enable_actuation`` is false by default.
+
+Services: ``~/enable`` (std_srvs/SetBool; true restarts from the measured position and waits
+for a fresh chunk; false brakes to a stop, then stops commanding) and ``~/stop`` (std_srvs/Trigger:
+brake, stop commanding, forget the plan; needs ``~/enable`` true to move again).
+``~/status`` (std_msgs/String, latched JSON {"mode", "reason", "actuation"}) changes with the mode;
+/diagnostics at ~1 Hz.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from tinyvla_ros.core.robots import load_robot_spec
+from tinyvla_ros.core.stats import LatencyStats
+from tinyvla_ros.ros.control import ControlLoop, TickResult
+from tinyvla_ros.ros.conversions import (
+    ChunkFormatError,
+    joint_state,
+    joint_state_fields,
+    pose_stamped,
+    trajectory_to_chunk,
+)
+from tinyvla_ros.ros.diagnostics import DiagnosticsPublisher, DiagnosticState, summarize
+from tinyvla_ros.ros.outputs import (
+    ForwardPositionOutput,
+    FrankaGripperOutput,
+    GripperTopicOutput,
+    JointTrajectoryOutput,
+    PoseOutput,
+    franka_msgs_available,
+)
+from tinyvla_ros.ros.params import ExecutorNodeConfig, declare_dataclass
+from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
+
+NODE_NAME = "tinyvla_executor"
+
+
+class ExecutorNode(Node):
+    """Runs the ControlLoop on a timer and publishes previews and controller commands."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.cfg: ExecutorNodeConfig = declare_dataclass(self, ExecutorNodeConfig)
+        self.loop = ControlLoop(self.cfg, load_robot_spec(self.cfg.robot))
+        self.diag = DiagnosticState()
+        self.period = LatencyStats(window=2000)
+        self._lock = threading.Lock()  # guards loop and actuation state across callback groups
+        self._actuating = False
+        self._stopping = ""  # non-empty while braking before actuation goes off
+        self._hold_done = False
+        self._gripper_state: dict[int, bool] = {}  # arm -> closed, as last sent
+        self._last_tick = None
+        self._status = None
+        self._mode = ("", "")
+        inputs, control, services = (MutuallyExclusiveCallbackGroup() for _ in range(3))
+        self._make_outputs()
+        self._status_pub = self.create_publisher(String, "~/status", latched_qos())
+        qos = sensor_qos(QosConfig(self.cfg.qos_reliability, 10))
+        self.create_subscription(
+            JointTrajectory, self.cfg.chunk_topic, self._on_chunk, reliable_qos(10), callback_group=inputs
+        )
+        self.create_subscription(
+            JointState, self.cfg.joint_states_topic, self._on_joint_state, qos, callback_group=inputs
+        )
+        self.create_service(SetBool, "~/enable", self._on_enable, callback_group=services)
+        self.create_service(Trigger, "~/stop", self._on_stop, callback_group=services)
+        self._diag_pub = DiagnosticsPublisher(
+            self,
+            f"{self.get_name()}: executor",
+            self.get_fully_qualified_name(),
+            self.cfg.diagnostics_period,
+            self.report,
+            callback_group=services,
+        )
+        if self.cfg.enable_actuation:
+            self._actuating = True
+            self.get_logger().warning("enable_actuation is true: commands go to the controllers")
+        self.create_timer(1.0 / self.cfg.control_rate, self._on_tick, callback_group=control)
+
+    def _make_outputs(self) -> None:
+        cfg, loop = self.cfg, self.loop
+        topics = cfg.command_topics()
+        if cfg.output == "forward_position":
+            self.output = ForwardPositionOutput(self, topics, loop.joint_names)
+        elif cfg.output == "joint_trajectory":
+            lower = [f.limits.command_lower for f in loop.filters]
+            upper = [f.limits.command_upper for f in loop.filters]
+            self.output = JointTrajectoryOutput(
+                self, topics, loop.joint_names, cfg.trajectory_horizon, lower, upper
+            )
+        else:
+            self.output = PoseOutput(self, topics, cfg.ee_frame_id, self.get_clock())
+        kind = cfg.gripper_output
+        if kind == "auto":
+            kind = "franka_action" if franka_msgs_available() else "topic"
+        self.gripper_kind = kind
+        self.gripper = None
+        if kind == "topic":
+            self.gripper = GripperTopicOutput(self, cfg.gripper_topics)
+        elif kind == "franka_action":
+            self.gripper = FrankaGripperOutput(
+                self,
+                cfg.gripper_action_ns,
+                cfg.gripper_open_width,
+                cfg.gripper_speed,
+                cfg.gripper_force,
+                cfg.gripper_epsilon,
+            )
+        preview_type = PoseStamped if cfg.output == "ee_pose" else JointState
+        self._preview_pub = self.create_publisher(preview_type, "~/preview", reliable_qos(10))
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        now = self._now()
+        self.diag.count("chunks_received")
+        try:
+            stamp, chunk, dt = trajectory_to_chunk(msg, self.loop.action_names)
+        except ChunkFormatError as exc:
+            self.diag.count("chunks_dropped_format")
+            self.diag.problem("chunk", "error", str(exc))
+            return
+        with self._lock:
+            reason = self.loop.add_chunk(chunk, stamp, dt, now)
+        if reason:
+            self.diag.problem("chunk", "warn", f"dropped: {reason}")
+        else:
+            self.diag.clear("chunk")
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            _, names, positions = joint_state_fields(msg)
+        except ValueError as exc:
+            self.diag.count("joint_states_malformed")
+            self.diag.problem("joint_states", "error", str(exc))
+            return
+        with self._lock:
+            self.loop.set_joint_state(names, positions, self._now())
+
+    # --- services -------------------------------------------------------------------------
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        with self._lock:
+            if request.data:
+                if not self.loop.reset_to_measured(self._now()):
+                    response.success = False
+                    response.message = f"cannot enable: {self.loop.measured(self._now())[1]}"
+                    return response
+                self.loop.reset_plan()
+                self._actuating, self._stopping, self._hold_done = True, "", False
+                response.message = "actuation enabled: following the next fresh chunk"
+            else:
+                if self._actuating:
+                    self._stopping = "actuation disabled (~/enable false)"
+                response.message = "actuation disabled after braking to a stop"
+        self.get_logger().info(response.message)
+        response.success = True
+        return response
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            self.loop.reset_plan()
+            if self._actuating:
+                self._stopping = "stopped (~/stop)"
+        response.success = True
+        response.message = "stopping: braking to a stop, then no commands until ~/enable true"
+        self.get_logger().warning(response.message)
+        return response
+
+    # --- control tick ---------------------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        tick_start = time.monotonic()
+        if self._last_tick is not None:
+            self.period.add(tick_start - self._last_tick)
+        self._last_tick = tick_start
+        now = self._now()
+        with self._lock:
+            result = self.loop.tick(now, self._actuating, hold_reason=self._stopping)
+            actuating = self._actuating
+            if actuating:
+                self._actuate(result)
+            if self._stopping and not any(a.moving for a in result.arms):
+                self._actuating, self._stopping = False, ""
+        self._publish_preview(result, now)
+        self._publish_status(result, actuating)
+
+    def _actuate(self, result: TickResult) -> None:
+        """Send controller commands for one tick (called with the lock held)."""
+        if result.mode == "idle":
+            self._hold_done = False
+            return
+        hold = result.mode == "hold"
+        if hold and self._hold_done and not self.output.repeat_hold:
+            return  # the stop command has been sent; trajectory/pose controllers keep it
+        for i, arm in enumerate(result.arms):
+            if isinstance(self.output, PoseOutput):
+                self.output.send_pose(i, arm.xyz, arm.rotation)
+            elif hold and not arm.moving:
+                self.output.hold(i, arm.positions)
+            else:
+                self.output.send(i, arm.positions, arm.velocities)
+        self.diag.count("commands_published")
+        self._hold_done = hold and not any(a.moving for a in result.arms)
+        if not hold and self.gripper is not None:
+            for i, (closed, changed) in enumerate(
+                zip(result.gripper_closed, result.gripper_changed, strict=True)
+            ):
+                if closed is not None and (changed or i not in self._gripper_state):
+                    self.gripper.command(i, not closed)
+                    self._gripper_state[i] = closed
+
+    def _publish_preview(self, result: TickResult, now: float) -> None:
+        if result.mode == "idle" or not result.arms:
+            return
+        if self.cfg.output == "ee_pose":
+            arm = result.arms[0]
+            self._preview_pub.publish(pose_stamped(arm.xyz, arm.rotation, now, self.cfg.ee_frame_id))
+            return
+        names, positions, velocities = [], [], []
+        for i, arm in enumerate(result.arms):
+            names += self.loop.joint_names[i]
+            positions += list(arm.positions)
+            velocities += list(arm.velocities)
+            closed = result.gripper_closed[i] if i < len(result.gripper_closed) else None
+            if closed is not None:
+                names.append(f"{self.cfg.arm_prefixes[i]}gripper")
+                positions.append(0.0 if closed else 1.0)
+                velocities.append(0.0)
+        self._preview_pub.publish(joint_state(names, np.array(positions), now, np.array(velocities)))
+
+    def _publish_status(self, result: TickResult, actuating: bool) -> None:
+        key = (result.mode, str(actuating))
+        if key == self._mode:
+            return
+        self._mode = key
+        self._status = {"mode": result.mode, "reason": result.reason, "actuation": actuating}
+        self._status_pub.publish(String(data=json.dumps(self._status)))
+        text = f"mode {result.mode}{': ' + result.reason if result.reason else ''} (actuation {actuating})"
+        if result.mode == "run":
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
+
+    # --- diagnostics ----------------------------------------------------------------------
+
+    def report(self) -> tuple[str, str, dict]:
+        """(level, message, values) for /diagnostics."""
+        counters, problems = self.diag.snapshot()
+        with self._lock:
+            loop_counters = dict(self.loop.counters)
+            clamps = dict(self.loop.clamps)
+            executor_counters = self.loop.executor.counters.as_dict()
+            status = dict(self._status or {"mode": "starting", "reason": "", "actuation": self._actuating})
+        if status["mode"] == "idle":
+            problems = [("joint_states", "error", status["reason"]), *problems]
+        elif status["mode"] == "hold":
+            problems = [*problems, ("watchdog", "warn", f"holding: {status['reason']}")]
+        problems.sort(key=lambda p: {"error": 0, "warn": 1}.get(p[1], 2))
+        level, message = summarize(problems, f"{status['mode']} (actuation {status['actuation']})")
+        period = self.period.summary(1e3)
+        latency = self.loop.latency.summary(1e3)
+        values = {
+            "mode": status["mode"],
+            "reason": status["reason"],
+            "actuation": status["actuation"],
+            "output": self.cfg.output,
+            "gripper_output": self.gripper_kind,
+            "execution_mode": self.cfg.execution_mode,
+            "control_rate_hz": self.cfg.control_rate,
+            "control_period_p50_ms": period["p50"],
+            "control_period_p99_ms": period["p99"],
+            "control_period_max_ms": period["max"],
+            "obs_to_command_latency_p50_ms": latency["p50"],
+            "obs_to_command_latency_p99_ms": latency["p99"],
+            "safety_clamps_total": sum(clamps.values()),
+        }
+        values.update(sorted(counters.items()))
+        values.update(sorted(loop_counters.items()))
+        values.update({f"clamps.{k}": v for k, v in sorted(clamps.items())})
+        values.update({f"chunk_executor.{k}": v for k, v in executor_counters.items()})
+        return level, message, values
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the executor node (``python -m tinyvla_ros.ros.executor_node --ros-args ...``)."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = None
+    try:
+        try:
+            node = ExecutorNode()
+        except (ValueError, FileNotFoundError) as exc:  # a bad parameter or robot spec
+            print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
+            return 2
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,602 @@
+"""``tinyvla_fake_robot``: a MuJoCo fake robot that speaks the real drivers' and controllers' topics.
+
+One node per set-up (parameter ``setup``: franka | ur5_bimanual) steps the MuJoCo scene of
+``tinyvla_ros.sim`` on its own thread and publishes what the real robot's drivers publish:
+
+- ``/clock`` (rosgraph_msgs/Clock) every step (``step_dt``, default 10 ms of sim time);
+- ``/joint_states`` (sensor_msgs/JointState: the drivers' joint names incl. gripper joints,
+  position/velocity/effort) at ``joint_state_rate``;
+- per camera, at ``camera_rate`` and ``image_width`` x ``image_height``: the driver's image topic
+  and encoding (ZED 2: bgra8 on /<cam>/zed_node/rgb/color/rect/image; RealSense D435i: rgb8 on
+  /camera/<cam>/color/image_raw), its frame id and a CameraInfo from the sim intrinsics, both
+  stamped with the render time;
+- ``instruction`` (std_msgs/String, latched): the task's language instruction, at start and reset;
+- ``~/success`` (std_msgs/Bool, latched) on change, ``~/limit_violations`` (std_msgs/UInt32,
+  latched): commands received with a position outside the joint limits; ``/diagnostics`` at 1 Hz.
+
+It listens, per arm, to the controller topics the executor targets, with the real controllers'
+semantics (tinyvla_ros.ros.fake_robot.controllers): forward position controller ``~/commands``
+(exactly J values else rejected + logged; the last command holds forever), joint trajectory
+controller ``~/joint_trajectory`` (replace on arrival, stamp 0 = now, linear / cubic / quintic,
+hold the last point at the end) and the gripper opening topic (Float64MultiArray [0..1]).
+Out-of-limit commands are clamped by the simulator and counted, never a crash.
+
+Timing (``time_mode``, see tinyvla_ros.ros.fake_robot.pacing): realtime (default; stamps ~ wall
+time, works without use_sim_time), fast (``real_time_factor``) and lockstep (waits for the
+executor's tick every control period). Faults and episodes at run time:
+``cameras_paused`` (parameter: those cameras stop publishing), ``task`` / ``seed`` (parameters)
+then ``~/reset`` (std_srvs/Trigger: arm(s) home, objects re-placed, instruction re-published).
+
+    python -m tinyvla_ros.ros.fake_robot_node --ros-args -p setup:=franka -p task:=close_drawer
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, String, UInt32
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from tinyvla_ros.core.stats import LatencyStats
+from tinyvla_ros.ros.cameras.messages import camera_info_msg, image_qos
+from tinyvla_ros.ros.conversions import diagnostic_status, duration_to_sec, rgb_to_image, stamp_to_sec
+from tinyvla_ros.ros.diagnostics import DiagnosticState, summarize
+from tinyvla_ros.ros.fake_robot.config import (
+    CameraOutput,
+    FakeRobotConfig,
+    camera_info_fields,
+    camera_output,
+)
+from tinyvla_ros.ros.fake_robot.controllers import ArmController, CommandRejected, JointLimits
+from tinyvla_ros.ros.fake_robot.pacing import NS, LockstepGate, Pacer
+from tinyvla_ros.ros.params import declare_dataclass
+from tinyvla_ros.ros.qos import latched_qos, reliable_qos
+
+NODE_NAME = "tinyvla_fake_robot"
+DYNAMIC_PARAMETERS = ("cameras_paused", "task", "seed")
+MEASURED_LIMIT_TOLERANCE = 1e-3  # rad: MuJoCo joint limits are soft constraints
+CLOCK_RESEND_S = 0.05  # lockstep: re-send /clock this often while waiting (it is best effort)
+
+
+@dataclass
+class _Camera:
+    """A camera's publishers, calibration and counters."""
+
+    output: CameraOutput
+    image_pub: object
+    info_pub: object
+    info: object  # CameraInfoFields
+    next_due_ns: int = 0
+    frames: int = 0
+
+
+class FakeRobotNode(Node):
+    """The fake robot (see the module docstring)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.cfg: FakeRobotConfig = declare_dataclass(self, FakeRobotConfig)
+        from tinyvla_ros.sim.env import make_env  # mujoco: imported only when a fake robot starts
+
+        cfg = self.cfg
+        self.env = make_env(
+            cfg.setup,
+            image_width=cfg.image_width,
+            image_height=cfg.image_height,
+            physics_dt=cfg.physics_dt,
+            control_dt=cfg.step_dt,
+            camera_hz=cfg.camera_rate,
+        )
+        self._task = cfg.task or self.env.tasks[0]
+        self._check_paused(cfg.cameras_paused)
+        self.env.reset(self._task, cfg.seed)
+        self._lock = threading.Lock()  # guards arms, counters and the published time
+        self.diag = DiagnosticState()
+        self.arms = self._make_arms()
+        self._init_clock()
+        self._make_publishers()
+        self._make_subscriptions()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        services = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=services)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(
+            cfg.diagnostics_period, self._publish_diagnostics, callback_group=services, clock=steady
+        )
+        self.fatal = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tinyvla-fake-robot-sim", daemon=True)
+        self._publish_episode()
+        self._thread.start()
+        self.get_logger().info(
+            f"{cfg.setup} fake robot: task {self._task!r} seed {cfg.seed}, time_mode {cfg.time_mode}, "
+            f"cameras {list(self.env.camera_names)} at {cfg.image_width}x{cfg.image_height} {cfg.camera_rate:g} Hz"
+        )
+
+    # --- construction ---------------------------------------------------------------------
+
+    def _make_arms(self) -> list[ArmController]:
+        specs, names = self.env.arm_specs, self.env.arm_joint_names
+        home = np.split(self.env.home, np.cumsum([len(names[a]) for a in self.env.arms])[:-1])
+        return [
+            ArmController(a, JointLimits(names[a], np.array(specs[a].lower), np.array(specs[a].upper)), q)
+            for a, q in zip(self.env.arms, home, strict=True)
+        ]
+
+    def _init_clock(self) -> None:
+        cfg = self.cfg
+        self._step_ns = int(round(cfg.step_dt * NS))
+        self._origin_ns = time.time_ns() if cfg.clock_origin == "wall" else 0
+        self._sim_ns = 0  # sim time since start (monotonic across resets)
+        self.pacing = cfg.pacing()
+        self.pacer = Pacer(self.pacing, 0.0, time.monotonic())
+        self.gate = LockstepGate(self.pacing.lockstep_period)
+        self._gate_cv = threading.Condition()
+        self._js_every = max(1, int(round(1.0 / (cfg.joint_state_rate * cfg.step_dt))))
+        self._success_every = max(1, int(round(cfg.success_period / cfg.step_dt)))
+        self._step = 0
+        self._episode = 0
+        self._success = False
+        self._success_time = float("nan")
+        self._violations = 0
+        self._measured_excess = 0.0
+        self._measured_steps = 0
+        self._lockstep_waits = 0
+        self._lockstep_timeouts = 0
+        self._reset_request: tuple[str, int] | None = None
+        self._reset_done = threading.Event()
+        self._reset_message = ""
+        self.physics_ms = LatencyStats(window=500)
+        self.render_ms = LatencyStats(window=200)
+        self._window = (time.monotonic(), 0, 0)  # (wall, sim ns, frames) at the last diagnostics
+
+    def _make_publishers(self) -> None:
+        cfg = self.cfg
+        self._clock_pub = self.create_publisher(ClockMsg, "/clock", reliable_qos(10))
+        self._js_pub = self.create_publisher(JointState, cfg.joint_states_topic, reliable_qos(10))
+        self._instruction_pub = self.create_publisher(String, cfg.instruction_topic, latched_qos())
+        self._success_pub = self.create_publisher(Bool, "~/success", latched_qos())
+        self._violations_pub = self.create_publisher(UInt32, "~/limit_violations", latched_qos())
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos(10))
+        qos = image_qos(cfg.camera_qos_reliability, 5)
+        self.cameras: dict[str, _Camera] = {}
+        for name, spec in self.env.camera_specs.items():
+            out = camera_output(name, spec.model, spec.encoding, cfg.zed_topic_naming)
+            info = camera_info_fields(out, self.env.camera_intrinsics(name))
+            self.cameras[name] = _Camera(
+                out,
+                self.create_publisher(Image, out.image_topic, qos),
+                self.create_publisher(CameraInfo, out.info_topic, qos),
+                info,
+            )
+
+    def _make_subscriptions(self) -> None:
+        cfg, group = self.cfg, MutuallyExclusiveCallbackGroup()
+        qos = reliable_qos(10)
+        for i, arm in enumerate(self.arms):
+            self.create_subscription(
+                Float64MultiArray,
+                cfg.topics("forward")[i],
+                self._forward_callback(arm),
+                qos,
+                callback_group=group,
+            )
+            self.create_subscription(
+                JointTrajectory,
+                cfg.topics("trajectory")[i],
+                self._trajectory_callback(arm),
+                qos,
+                callback_group=group,
+            )
+            self.create_subscription(
+                Float64MultiArray,
+                cfg.topics("gripper")[i],
+                self._gripper_callback(arm),
+                qos,
+                callback_group=group,
+            )
+        if self.pacing.mode == "lockstep":
+            self.create_subscription(
+                JointState,
+                cfg.lockstep_topic,
+                self._on_preview,
+                reliable_qos(10),
+                callback_group=MutuallyExclusiveCallbackGroup(),
+            )
+
+    # --- time -----------------------------------------------------------------------------
+
+    def now_ns(self) -> int:
+        """The sim clock as published (ns): origin + sim time since start."""
+        return self._origin_ns + self._sim_ns
+
+    def now(self) -> float:
+        return self.now_ns() / NS
+
+    # --- command callbacks ----------------------------------------------------------------
+
+    def _forward_callback(self, arm: ArmController):
+        def callback(msg: Float64MultiArray) -> None:
+            with self._lock:
+                self._command(arm, "forward", lambda: arm.on_forward(list(msg.data)))
+
+        return callback
+
+    def _trajectory_callback(self, arm: ArmController):
+        def callback(msg: JointTrajectory) -> None:
+            times = [duration_to_sec(p.time_from_start) for p in msg.points]
+            positions = [list(p.positions) for p in msg.points]
+            velocities = [list(p.velocities) for p in msg.points]
+            accelerations = [list(p.accelerations) for p in msg.points]
+            stamp = stamp_to_sec(msg.header.stamp)
+            with self._lock:
+                now = self.now()
+                self._command(
+                    arm,
+                    "trajectory",
+                    lambda: arm.on_trajectory(
+                        msg.joint_names, stamp, times, positions, velocities, accelerations, now
+                    ),
+                )
+
+        return callback
+
+    def _gripper_callback(self, arm: ArmController):
+        def callback(msg: Float64MultiArray) -> None:
+            with self._lock:
+                self._command(arm, "gripper", lambda: arm.on_gripper(list(msg.data)))
+
+        return callback
+
+    def _command(self, arm: ArmController, kind: str, accept) -> None:
+        """Run ``accept`` (called with the lock held); log rejections, count limit violations."""
+        try:
+            violated = accept()
+        except CommandRejected as exc:
+            self.diag.problem(f"{arm.name} {kind}", "error", f"rejected: {exc}")
+            self.get_logger().error(f"{arm.name} {kind} command rejected: {exc}", throttle_duration_sec=1.0)
+            return
+        if violated and kind != "gripper":
+            self._violations += 1
+            self._violations_pub.publish(UInt32(data=min(self._violations, 2**32 - 1)))
+            self.diag.problem(
+                f"{arm.name} limits", "warn", f"command outside the joint limits (clamped): {kind}"
+            )
+            self.get_logger().warning(
+                f"{arm.name} {kind} command outside the joint limits, clamped "
+                f"({dict(arm.violations.per_joint)})",
+                throttle_duration_sec=1.0,
+            )
+
+    def _on_preview(self, msg: JointState) -> None:
+        stamp = msg.header.stamp
+        with self._gate_cv:
+            self.gate.on_preview(stamp.sec * NS + stamp.nanosec)
+            self._gate_cv.notify_all()
+
+    # --- parameters and services ----------------------------------------------------------
+
+    def _check_paused(self, names: list[str]) -> None:
+        unknown = [n for n in names if n not in self.env.camera_names]
+        if unknown:
+            raise ValueError(
+                f"parameter 'cameras_paused' names unknown cameras {unknown}; cameras: {list(self.env.camera_names)}"
+            )
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Only cameras_paused, task and seed change at run time (task/seed take effect at ~/reset)."""
+        from tinyvla_ros.sim.tasks import get_task
+
+        for p in params:
+            try:
+                if p.name not in DYNAMIC_PARAMETERS:
+                    raise ValueError(f"{p.name} is read once at start-up: restart the node")
+                if p.name == "cameras_paused":
+                    self._check_paused(list(p.value or []))
+                elif p.name == "task":
+                    get_task(self.cfg.setup, str(p.value))
+                elif not isinstance(p.value, int) or isinstance(p.value, bool) or p.value < 0:
+                    raise ValueError(f"parameter 'seed' must be an int >= 0, got {p.value!r}")
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        for p in params:
+            if p.name == "cameras_paused":
+                self.cfg.cameras_paused = list(p.value or [])
+                self.get_logger().warning(f"cameras paused: {self.cfg.cameras_paused}")
+            else:
+                setattr(self.cfg, p.name, p.value)
+        return SetParametersResult(successful=True)
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Reset to the ``task`` and ``seed`` parameters; answered once the sim thread has done it."""
+        self._reset_done.clear()
+        with self._lock:
+            self._reset_request = (self.cfg.task or self.env.tasks[0], self.cfg.seed)
+        response.success = self._reset_done.wait(timeout=10.0) and not self.fatal
+        response.message = (
+            self._reset_message if response.success else "reset timed out: is the sim thread running?"
+        )
+        return response
+
+    # --- the sim thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Step, pace and publish until stopped; a failure is fatal for the node."""
+        try:
+            self._publish_clock()
+            while not self._stop.is_set() and self.context.ok():
+                self._wait_for_executor()
+                self._apply_reset()
+                self._step_physics()
+                self._pace()
+                self._publish_state()
+        except Exception as exc:  # noqa: BLE001 - any sim failure must end the node loudly
+            if self._stop.is_set() or not self.context.ok():
+                return  # shutting down: publishers go away under the thread
+            self.fatal = f"{type(exc).__name__}: {exc}"
+            self.get_logger().fatal(f"simulation thread failed: {self.fatal}")
+            self.context.try_shutdown()
+        finally:
+            self.env.close()  # the GL context belongs to this thread
+
+    def _step_physics(self) -> None:
+        start = time.perf_counter()
+        with self._lock:
+            now = self.now()
+            refs = [arm.target(now) for arm in self.arms]
+            grips = [arm.gripper.opening for arm in self.arms]
+        self.env.set_joint_position_targets(np.concatenate([r.positions for r in refs]))
+        for arm, opening in zip(self.env.arms, grips, strict=True):
+            self.env.set_gripper(arm, opening)
+        self.env.step()
+        self._check_measured_limits()
+        self.physics_ms.add((time.perf_counter() - start) * 1e3)
+
+    def _check_measured_limits(self) -> None:
+        q = self.env.joint_positions()[: len(self.env.lower_limits)]
+        excess = float(np.max(np.maximum(self.env.lower_limits - q, q - self.env.upper_limits)))
+        if excess > MEASURED_LIMIT_TOLERANCE:
+            self._measured_steps += 1
+            self._measured_excess = max(self._measured_excess, excess)
+
+    def _pace(self) -> None:
+        """Sleep until the next state may be published (see pacing); count realtime slips."""
+        next_s = (self._sim_ns + self._step_ns) / NS
+        mode = self.pacing.mode
+        following = mode != "lockstep" or self.gate.following
+        factor = self.pacing.factor if following else 1.0
+        due = self.pacer.deadline(next_s, factor)
+        wall = time.monotonic()
+        if due is not None and due > wall:
+            self._stop.wait(due - wall)
+            return
+        if due is None or wall - due <= self.pacing.max_lag:
+            return
+        if mode == "realtime":
+            lag = self.pacer.late(next_s, wall)
+            with self._lock:
+                self._origin_ns += int(lag * NS)  # stamps stay ~ wall time
+        else:
+            self.pacer.rebase(next_s, wall)  # cannot keep the factor: no catch-up burst
+
+    def _wait_for_executor(self) -> None:
+        """Lockstep: wait until the executor has ticked at the published time (or time out)."""
+        if self.pacing.mode != "lockstep" or not self.gate.following:
+            return
+        clock_ns = self.now_ns()
+        deadline = time.monotonic() + self.pacing.lockstep_timeout
+        with self._gate_cv:
+            if self.gate.ready(clock_ns):
+                return
+            self._lockstep_waits += 1
+            while not self.gate.ready(clock_ns) and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.gate.timed_out()
+                    self._lockstep_timeouts += 1
+                    self.pacer.rebase(self._sim_ns / NS, time.monotonic())
+                    return
+                self._gate_cv.wait(min(left, CLOCK_RESEND_S))
+                if not self.gate.ready(clock_ns):
+                    self._publish_clock()  # /clock is best effort: make sure the executor has it
+
+    def _apply_reset(self) -> None:
+        with self._lock:
+            request, self._reset_request = self._reset_request, None
+        if request is None:
+            return
+        task, seed = request
+        try:
+            self.env.reset(task, seed)
+        except ValueError as exc:
+            self._reset_message = f"reset failed: {exc}"
+        else:
+            with self._lock:
+                for arm, q in zip(
+                    self.arms,
+                    np.split(self.env.home, np.cumsum([a.limits.dof for a in self.arms])[:-1]),
+                    strict=True,
+                ):
+                    arm.reset(q)
+                self._task, self._episode = task, self._episode + 1
+                self._success, self._success_time = False, float("nan")
+            self._publish_episode()
+            self._reset_message = f"reset: task {task!r} ({self.env.instruction!r}), seed {seed}"
+            self.get_logger().info(self._reset_message)
+        self._reset_done.set()
+
+    # --- publishing -----------------------------------------------------------------------
+
+    def _publish_clock(self) -> None:
+        msg = ClockMsg()
+        ns = self.now_ns()
+        msg.clock.sec, msg.clock.nanosec = ns // NS, ns % NS
+        self._clock_pub.publish(msg)
+
+    def _publish_state(self) -> None:
+        with self._lock:
+            self._sim_ns += self._step_ns
+            self._step += 1
+        self._publish_clock()
+        if self._step % self._js_every == 0:
+            self._publish_joint_states()
+        self._publish_cameras()
+        if self._step % self._success_every == 0:
+            self._update_success()
+
+    def _publish_joint_states(self) -> None:
+        ns = self.now_ns()
+        msg = JointState()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = ns // NS, ns % NS
+        msg.name = list(self.env.joint_names)
+        msg.position = self.env.joint_positions().tolist()
+        msg.velocity = self.env.joint_velocities().tolist()
+        msg.effort = self.env.joint_efforts().tolist()
+        self._js_pub.publish(msg)
+
+    def _publish_cameras(self) -> None:
+        period_ns = int(round(NS / self.cfg.camera_rate))
+        paused = set(self.cfg.cameras_paused)
+        for name, cam in self.cameras.items():
+            if self._sim_ns < cam.next_due_ns:
+                continue
+            cam.next_due_ns = max(cam.next_due_ns + period_ns, self._sim_ns)
+            if name in paused:
+                continue
+            start = time.perf_counter()
+            rgb = self.env.render(name)  # (H, W, 3) uint8
+            self.render_ms.add((time.perf_counter() - start) * 1e3)
+            ns = self.now_ns()
+            cam.image_pub.publish(rgb_to_image(rgb, cam.output.encoding, ns / NS, cam.output.frame_id))
+            info = camera_info_msg(cam.info, ns)
+            cam.info_pub.publish(info)
+            cam.frames += 1
+
+    def _update_success(self) -> None:
+        success = self.env.success()
+        if success == self._success:
+            return
+        self._success = success
+        if success and self._success_time != self._success_time:  # first success of the episode
+            self._success_time = self.env.time
+        self._success_pub.publish(Bool(data=success))
+        self.get_logger().info(f"task {self._task!r}: success {success} at {self.env.time:.2f} s")
+
+    def _publish_episode(self) -> None:
+        """Instruction, success and violation count at start and after each reset."""
+        self._instruction_pub.publish(String(data=self.env.instruction))
+        self._success_pub.publish(Bool(data=self._success))
+        self._violations_pub.publish(UInt32(data=self._violations))
+
+    # --- diagnostics ----------------------------------------------------------------------
+
+    def report(self) -> tuple[str, str, dict]:
+        """(level, message, values) for /diagnostics."""
+        counters, problems = self.diag.snapshot()
+        wall, sim_ns, frames = time.monotonic(), self._sim_ns, sum(c.frames for c in self.cameras.values())
+        w0, s0, f0 = self._window
+        self._window = (wall, sim_ns, frames)
+        span = max(wall - w0, 1e-9)
+        with self._lock:
+            values = {
+                "setup": self.cfg.setup,
+                "task": self._task,
+                "instruction": self.env.instruction,
+                "seed": self.cfg.seed,
+                "episode": self._episode,
+                "episode_time_s": self.env.time,
+                "sim_time_s": sim_ns / NS,
+                "time_mode": self.pacing.mode,
+                "real_time_factor": (sim_ns - s0) / NS / span,
+                "render_rate_hz": (frames - f0) / span,
+                "physics_step_ms_p50": self.physics_ms.summary()["p50"],
+                "render_ms_p50": self.render_ms.summary()["p50"],
+                "realtime_slips": self.pacer.slips,
+                "realtime_slipped_s": self.pacer.slipped_s,
+                "lockstep_waits": self._lockstep_waits,
+                "lockstep_timeouts": self._lockstep_timeouts,
+                "lockstep_following": self.gate.following,
+                "success": self._success,
+                "success_time_s": self._success_time,
+                "limit_violations": self._violations,
+                "measured_limit_steps": self._measured_steps,
+                "measured_limit_excess_max_rad": self._measured_excess,
+                "cameras_paused": ",".join(self.cfg.cameras_paused),
+            }
+            for name, cam in self.cameras.items():
+                values[f"frames.{name}"] = cam.frames
+            for arm in self.arms:
+                values[f"active_controller.{arm.name}"] = arm.active
+                values.update({f"commands.{arm.name}.{k}": v for k, v in sorted(arm.counts.items())})
+                values.update(
+                    {f"limit_violations.{j}": n for j, n in sorted(arm.violations.per_joint.items())}
+                )
+        values.update(counters)
+        ok = f"{self._task}: success {values['success']}, sim {values['sim_time_s']:.1f} s"
+        level, message = summarize(problems, ok)
+        return level, message, values
+
+    def _publish_diagnostics(self) -> None:
+        level, message, values = self.report()
+        msg = DiagnosticArray()
+        ns = self.now_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = ns // NS, ns % NS
+        msg.status = [
+            diagnostic_status(
+                f"{self.get_name()}: fake robot", self.get_fully_qualified_name(), level, message, values
+            )
+        ]
+        self._diag_pub.publish(msg)
+
+    # --- lifetime -------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop the sim thread and free the renderer."""
+        self._stop.set()
+        with self._gate_cv:
+            self._gate_cv.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fake robot (``python -m tinyvla_ros.ros.fake_robot_node --ros-args ...``)."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = None
+    code = 0
+    try:
+        node = FakeRobotNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except ValueError as exc:  # a bad parameter: say which and exit non-zero
+        print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            code = 1 if node.fatal else code
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

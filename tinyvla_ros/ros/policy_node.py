@@ -1,0 +1,377 @@
+"""``tinyvla_policy``: a lifecycle node that turns camera frames + joint states into action chunks.
+
+Lifecycle:
+  configure  load the checkpoint through an engine (a checkpoint that does not fit the robot's
+             cameras/state/action sizes -> FAILURE with the reason logged and on /diagnostics),
+             warm it up, create the subscriptions;
+  activate   start the inference worker thread (never inside an executor callback);
+  deactivate stop the worker; cleanup frees the engine and the subscriptions.
+
+Data flow: subscription callbacks (their own callback group) decode images (any supported
+encoding is converted to RGB; an unknown encoding or a wrong size is a diagnostics ERROR and the
+frame is dropped) and feed an ObservationAssembler. The worker, at most ``inference_rate`` times
+per second, assembles an observation (or records why it was rejected), runs the engine and
+publishes the chunk as trajectory_msgs/JointTrajectory on ``~/chunk`` with header.stamp = the
+observation's stamp, joint_names = action names, time_from_start = i * action_dt.
+
+Topics: in  cameras.<name>.topic (Image or CompressedImage), joint_states_topic, instruction_topic
+        (std_msgs/String, transient local); out ~/chunk, /diagnostics.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
+
+from tinyvla_ros.core.images import ImageFormatError
+from tinyvla_ros.core.observation import ObservationAssembler, ObservationConfig, Rejection
+from tinyvla_ros.core.stats import LatencyStats
+from tinyvla_ros.ros.conversions import (
+    chunk_to_trajectory,
+    compressed_to_rgb,
+    image_to_rgb,
+    joint_state_fields,
+    stamp_to_sec,
+)
+from tinyvla_ros.ros.diagnostics import DiagnosticsPublisher, DiagnosticState, summarize
+from tinyvla_ros.ros.params import CameraSpec, PolicyNodeConfig, declare_policy_config
+from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
+
+NODE_NAME = "tinyvla_policy"
+_RETRY_S = 0.01  # worker back-off after a rejected observation
+
+
+class PolicyNode(LifecycleNode):
+    """Lifecycle node running TinyVLA inference on a worker thread (see the module docstring)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.cfg: PolicyNodeConfig = declare_policy_config(self)
+        self.diag = DiagnosticState()
+        self.latency = LatencyStats()
+        self._lock = threading.Lock()  # guards the assembler
+        self._instruction = self.cfg.instruction
+        self._engine = None
+        self._assembler: ObservationAssembler | None = None
+        self._subs: list = []
+        self._chunk_pub = None
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_skew = float("nan")
+        self._max_skew = 0.0
+        self._converted: set[str] = set()
+        self._state_label = "unconfigured"
+        self._sensor_group = MutuallyExclusiveCallbackGroup()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diag_pub = DiagnosticsPublisher(
+            self,
+            f"{self.get_name()}: policy",
+            self.get_fully_qualified_name(),
+            self.cfg.diagnostics_period,
+            self.report,
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load and warm up the engine, then subscribe. FAILURE (with the reason) on a bad checkpoint."""
+        cfg = self.cfg
+        expected = {
+            "action_dim": len(cfg.action_names),
+            "camera_names": list(cfg.camera_names),
+            "state_dim": len(cfg.state_joint_names),
+        }
+        try:
+            from tinyvla_ros.vla.engines import load_engine
+
+            self._engine = load_engine(
+                cfg.checkpoint, cfg.engine, cfg.device, cfg.precision, expected, cfg.num_threads
+            )
+            warm = self._engine.warmup(cfg.warmup_runs)
+        except (ValueError, FileNotFoundError, OSError, RuntimeError, ImportError) as exc:
+            message = f"cannot load checkpoint {cfg.checkpoint!r}: {type(exc).__name__}: {exc}"
+            self.get_logger().error(message)
+            self.diag.problem("checkpoint", "error", message)
+            self._engine = None
+            return TransitionCallbackReturn.FAILURE
+        self.diag.clear("checkpoint")
+        self.get_logger().info(
+            f"loaded {cfg.checkpoint} ({self._engine.name}); warm-up inference {warm * 1e3:.1f} ms"
+        )
+        self._assembler = ObservationAssembler(
+            ObservationConfig(
+                camera_names=list(cfg.camera_names),
+                joint_names=list(cfg.state_joint_names),
+                max_age=cfg.max_age,
+                max_skew=cfg.max_skew,
+                frozen_timeout=cfg.frozen_timeout,
+                buffer_len=cfg.buffer_len,
+            )
+        )
+        self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, cfg.chunk_topic, reliable_qos(10))
+        self._subscribe()
+        self._state_label = "inactive"
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start the inference worker."""
+        result = super().on_activate(state)
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._run, name="tinyvla-inference", daemon=True)
+        self._worker.start()
+        self._state_label = "active"
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the worker (waits for the running inference to finish)."""
+        self._stop_worker()
+        self._state_label = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the engine, subscriptions and publisher."""
+        self._release()
+        self._state_label = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop everything."""
+        self._stop_worker()
+        self._release()
+        self._state_label = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+
+    def _release(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._chunk_pub is not None:
+            self.destroy_lifecycle_publisher(self._chunk_pub)
+            self._chunk_pub = None
+        self._engine = None
+        self._assembler = None
+
+    # --- subscriptions --------------------------------------------------------------------
+
+    def _subscribe(self) -> None:
+        cfg = self.cfg
+        qos = sensor_qos(QosConfig(cfg.qos_reliability, cfg.qos_depth))
+        for name in cfg.camera_names:
+            spec = cfg.cameras[name]
+            msg_type = CompressedImage if spec.transport == "compressed" else Image
+            callback = self._image_callback(name, spec)
+            self._subs.append(
+                self.create_subscription(
+                    msg_type, spec.topic, callback, qos, callback_group=self._sensor_group
+                )
+            )
+        self._subs.append(
+            self.create_subscription(
+                JointState,
+                cfg.joint_states_topic,
+                self._on_joint_state,
+                qos,
+                callback_group=self._sensor_group,
+            )
+        )
+        self._subs.append(
+            self.create_subscription(
+                String,
+                cfg.instruction_topic,
+                self._on_instruction,
+                latched_qos(),
+                callback_group=self._sensor_group,
+            )
+        )
+
+    def _image_callback(self, camera: str, spec: CameraSpec):
+        def callback(msg) -> None:
+            self._on_image(camera, spec, msg)
+
+        return callback
+
+    def _on_image(self, camera: str, spec: CameraSpec, msg: Image | CompressedImage) -> None:
+        """Decode, check the size, buffer. Bad frames are counted and reported, never raised."""
+        self.diag.count(f"frames_received.{camera}")
+        compressed = isinstance(msg, CompressedImage)
+        encoding = msg.format if compressed else msg.encoding
+        try:
+            rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+        except (ImageFormatError, ValueError) as exc:
+            self.diag.count(f"frames_rejected.{camera}.encoding")
+            self.diag.problem(f"camera {camera}", "error", f"dropped frame with encoding {encoding!r}: {exc}")
+            return
+        if (spec.height and rgb.shape[0] != spec.height) or (spec.width and rgb.shape[1] != spec.width):
+            self.diag.count(f"frames_rejected.{camera}.size")
+            self.diag.problem(
+                f"camera {camera}",
+                "error",
+                f"dropped {rgb.shape[1]}x{rgb.shape[0]} frame, expected {spec.width}x{spec.height}",
+            )
+            return
+        if not compressed and encoding != spec.encoding:
+            self.diag.count(f"frames_converted.{camera}")
+            self._converted.add(f"{camera}: {encoding}->rgb (expected {spec.encoding})")
+        self.diag.clear(f"camera {camera}")
+        now = self._now()
+        with self._lock:
+            if self._assembler is not None:
+                self._assembler.add_image(camera, stamp_to_sec(msg.header.stamp), rgb, now)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            stamp, names, positions = joint_state_fields(msg)
+        except ValueError as exc:
+            self.diag.count("joint_states_rejected")
+            self.diag.problem("joint_states", "error", str(exc))
+            return
+        with self._lock:
+            if self._assembler is not None:
+                self._assembler.add_joint_state(stamp, names, positions)
+
+    def _on_instruction(self, msg: String) -> None:
+        self._instruction = msg.data
+        self.get_logger().info(f"instruction: {msg.data!r}")
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Only ``instruction`` may change at run time; the rest is read once at start-up."""
+        declared = set(PolicyNodeConfig.__dataclass_fields__)
+        for p in params:
+            if p.name == "instruction":
+                if not isinstance(p.value, str):
+                    return SetParametersResult(
+                        successful=False, reason=f"instruction must be a string: {p.value!r}"
+                    )
+            elif p.name in declared or p.name.startswith("cameras."):
+                if self.has_parameter(p.name):
+                    return SetParametersResult(
+                        successful=False, reason=f"{p.name} is read once: restart the node"
+                    )
+        for p in params:
+            if p.name == "instruction":
+                self._instruction = p.value
+        return SetParametersResult(successful=True)
+
+    # --- inference worker -----------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _run(self) -> None:
+        """Worker loop: at most ``inference_rate`` inferences per second until stopped."""
+        period = 1.0 / self.cfg.inference_rate
+        next_start = time.monotonic()
+        while not self._stop.is_set():
+            wait = next_start - time.monotonic()
+            if wait > 0.0 and self._stop.wait(wait):
+                break
+            started = time.monotonic()
+            try:
+                produced = self._infer_once()
+            except Exception as exc:  # noqa: BLE001 - the worker reports any failure and keeps running
+                if not self.context.ok():
+                    break  # shutting down: the publisher is gone
+                produced = False
+                self.diag.count("inference_errors")
+                self.diag.problem("inference", "error", f"{type(exc).__name__}: {exc}")
+                self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}")
+            next_start = started + (period if produced else _RETRY_S)
+
+    def _infer_once(self) -> bool:
+        """Assemble one observation and publish its chunk; False when nothing was published."""
+        instruction = self._instruction
+        if not instruction:
+            self.diag.problem("instruction", "warn", "no instruction yet (parameter or topic)")
+            return False
+        self.diag.clear("instruction")
+        with self._lock:
+            result = self._assembler.assemble(self._now())
+        if isinstance(result, Rejection):
+            self.diag.count(f"observations_rejected.{result.code}")
+            self.diag.problem("observation", "warn", f"{result.code}: {result.reason}")
+            return False
+        self.diag.clear("observation")
+        self._last_skew = float(result.skew)
+        self._max_skew = max(self._max_skew, self._last_skew)
+        seed = self.cfg.seed if self.cfg.seed >= 0 else None
+        start = time.perf_counter()
+        chunk = self._engine.predict_chunk(result.images, instruction, result.state, seed=seed)
+        self.latency.add(time.perf_counter() - start)
+        if not np.all(np.isfinite(chunk)):
+            self.diag.count("chunks_dropped.non_finite")
+            self.diag.problem("inference", "error", "model produced a non-finite chunk: dropped")
+            return True
+        msg = chunk_to_trajectory(chunk, self.cfg.action_names, result.stamp, self.cfg.action_dt)
+        self._chunk_pub.publish(msg)
+        self.diag.count("chunks_published")
+        self.diag.clear("inference")
+        return True
+
+    # --- diagnostics ----------------------------------------------------------------------
+
+    def report(self) -> tuple[str, str, dict]:
+        """(level, message, values) for /diagnostics."""
+        counters, problems = self.diag.snapshot()
+        level, message = summarize(
+            problems, f"{self._state_label}, {counters.get('chunks_published', 0)} chunks"
+        )
+        latency = self.latency.summary(1e3)
+        values = {
+            "state": self._state_label,
+            "checkpoint": self.cfg.checkpoint,
+            "instruction": self._instruction,
+            "inference_latency_p50_ms": latency["p50"],
+            "inference_latency_p99_ms": latency["p99"],
+            "inference_latency_max_ms": latency["max"],
+            "camera_skew_last_s": self._last_skew,
+            "camera_skew_max_s": self._max_skew,
+            "converted_streams": ", ".join(sorted(self._converted)),
+        }
+        values.update(sorted(counters.items()))
+        return level, message, values
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the policy node (``python -m tinyvla_ros.ros.policy_node --ros-args ...``)."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = None
+    try:
+        try:
+            node = PolicyNode()
+        except ValueError as exc:  # a bad parameter: say which and exit non-zero
+            print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
+            return 2
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node._stop_worker()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

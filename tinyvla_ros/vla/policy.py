@@ -1,0 +1,423 @@
+"""TinyVLAPolicy: backbone + diffusion head + normalisation, with a small training/inference API.
+
+Glossary: B batch, N cameras (config.camera_names order), S image side (config.image_size),
+L prompt tokens, T chunk length, Da action dim, Ds state dim, C condition size (= LLM hidden).
+
+    forward(batch) -> scalar loss        masked MSE between predicted and true DDPM noise
+    predict_chunk(images, instruction, state, seed) -> (T, Da) float32 in robot units
+    predict_chunk_batch(images, instructions, states, seed) -> (B, T, Da)
+Tensor-only pieces (mirrored by ONNX export / engines / inpainting):
+    preprocess_images(list of N (H, W, 3) uint8) -> pixel_values (N, 3, S, S) float32 in [0, 1]
+    tokenize(instruction) -> input_ids (1, L), attention_mask (1, L)
+    encode_observation(pixel_values (B, N, 3, S, S), input_ids (B, L), attention_mask (B, L),
+                       state_norm (B, Ds)) -> condition (B, C)
+    denoise(noisy_actions (B, T, Da), timesteps (B,), condition (B, C)) -> eps (B, T, Da)
+    sample(condition (B, C), noise (B, T, Da)) -> normalised actions (B, T, Da) (DDIM loop)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tinyvla_ros.vla import lora as lora_lib
+from tinyvla_ros.vla.backbone import TinyVLABackbone
+from tinyvla_ros.vla.checkpoint import CheckpointMismatchError, load_policy, save_policy
+from tinyvla_ros.vla.config import LORA_VARIANTS, TinyVLAConfig
+from tinyvla_ros.vla.head import ActionHead
+from tinyvla_ros.vla.normalize import Normalizer
+from tinyvla_ros.vla.preprocess import prepare_cameras
+from tinyvla_ros.vla.tokenizer import IMAGE_TOKEN_INDEX, PromptTokenizer, build_tiny_tokenizer
+
+__all__ = ["CheckpointMismatchError", "TinyVLAPolicy"]
+PARTS = ("vision", "projector", "llm", "head")
+
+
+def _diffusers():
+    try:
+        from diffusers import DDIMScheduler, DDPMScheduler
+    except ImportError as exc:  # pragma: no cover - diffusers is in requirements/ml.txt
+        raise ImportError("the diffusion head needs diffusers: pip install -r requirements/ml.txt") from exc
+    return DDPMScheduler, DDIMScheduler
+
+
+class TinyVLAPolicy(nn.Module):
+    """The TinyVLA model (see module docstring for the API and shapes).
+
+    tokenizer: a transformers fast tokenizer; None builds the tiny tokenizer for
+    ``config.tokenizer == "tiny"`` and leaves none for "external" (Pythia) configs, which then
+    take input_ids directly or get their tokenizer from a checkpoint.
+    normalizer: action/state statistics; required by forward/predict (robot units in and out).
+    """
+
+    def __init__(self, config: TinyVLAConfig, tokenizer: Any = None, normalizer: Normalizer | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, TinyVLAConfig):
+            raise TypeError(f"config must be a TinyVLAConfig, got {type(config).__name__}")
+        self.config = config
+        self.backbone = TinyVLABackbone(config)
+        self.head = ActionHead(config.action_dim, config.state_dim, config.llm.hidden_size, config.head, config.pooling)
+        if tokenizer is None and config.tokenizer == "tiny":
+            tokenizer = build_tiny_tokenizer()
+        self.tokenizer = tokenizer
+        self.prompt = self._prompt_tokenizer(tokenizer)
+        self.normalizer = normalizer
+        self._schedulers: tuple[Any, Any] | None = None
+
+    def _prompt_tokenizer(self, tokenizer: Any) -> PromptTokenizer | None:
+        if tokenizer is None:
+            return None
+        if len(tokenizer) > self.config.llm.vocab_size:
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} tokens but llm.vocab_size is {self.config.llm.vocab_size}: "
+                "the tokenizer does not belong to this model"
+            )
+        return PromptTokenizer(tokenizer, self.config.prompt_template, self.config.max_text_tokens)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def normalizer(self) -> Normalizer | None:
+        return self._normalizer
+
+    @normalizer.setter
+    def normalizer(self, value: Normalizer | None) -> None:
+        if value is not None:
+            if not isinstance(value, Normalizer):
+                raise TypeError(f"normalizer must be a Normalizer, got {type(value).__name__}")
+            dims = (value.action_dim, value.state_dim)
+            if dims != (self.config.action_dim, self.config.state_dim):
+                raise ValueError(
+                    f"normaliser has action_dim {value.action_dim}, state_dim {value.state_dim}; the model has "
+                    f"action_dim {self.config.action_dim}, state_dim {self.config.state_dim}"
+                )
+        self._normalizer = value
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def image_position(self) -> int:
+        """Index of the image placeholder in every input_ids row."""
+        return self._require_prompt().image_position
+
+    @property
+    def lora_applied(self) -> bool:
+        return lora_lib.has_lora(self.backbone)
+
+    def _require_prompt(self) -> PromptTokenizer:
+        if self.prompt is None:
+            raise RuntimeError(
+                f"preset {self.config.name!r} uses an external (Pythia) tokenizer and none was given: load a "
+                "checkpoint (from_pretrained / load_llava_pythia) or pass tokenizer= to TinyVLAPolicy"
+            )
+        return self.prompt
+
+    def _require_normalizer(self) -> Normalizer:
+        if self._normalizer is None:
+            raise RuntimeError(
+                "the policy has no normalisation statistics: set policy.normalizer = Normalizer.from_data(actions, "
+                "states) (training) or load a checkpoint with stats.json"
+            )
+        return self._normalizer
+
+    @property
+    def schedulers(self) -> tuple[Any, Any]:
+        """(DDPMScheduler for training noise, DDIMScheduler with num_inference_steps set)."""
+        if self._schedulers is None:
+            ddpm_cls, ddim_cls = _diffusers()
+            c = self.config
+            kwargs = dict(
+                num_train_timesteps=c.num_train_steps,
+                beta_schedule=c.beta_schedule,
+                clip_sample=c.clip_sample,
+                prediction_type="epsilon",
+            )
+            with torch.device("cpu"):
+                ddpm = ddpm_cls(**kwargs)
+                ddim = ddim_cls(**kwargs)
+                ddim.set_timesteps(c.num_inference_steps)
+            self._schedulers = (ddpm, ddim)
+        return self._schedulers
+
+    # ------------------------------------------------------------------ tensor-only pieces
+    def preprocess_images(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """N images (H, W, 3) uint8 RGB, any H, W -> pixel_values (N, 3, S, S) float32 in [0, 1]."""
+        arr = prepare_cameras(images, self.config.image_size, self.config.camera_names)
+        return torch.from_numpy(arr)
+
+    def tokenize(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """instruction -> input_ids (1, L) long, attention_mask (1, L) long (cached per instruction)."""
+        return self._require_prompt().batch([instruction])
+
+    def tokenize_batch(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """B instructions -> right-padded input_ids (B, L), attention_mask (B, L)."""
+        if isinstance(instructions, str):
+            raise TypeError("instructions must be a list of strings, got a single string")
+        return self._require_prompt().batch(list(instructions))
+
+    def _position(self, input_ids: torch.Tensor) -> int:
+        if self.prompt is not None:
+            return self.prompt.image_position
+        hits = (input_ids[0] == IMAGE_TOKEN_INDEX).nonzero()
+        if hits.numel() != 1:
+            raise ValueError(f"input_ids must contain IMAGE_TOKEN_INDEX ({IMAGE_TOKEN_INDEX}) exactly once per row")
+        return int(hits[0, 0])
+
+    def encode_observation(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        state_norm: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, N, 3, S, S) [0, 1], (B, L), (B, L), (B, Ds) normalised -> condition (B, C)."""
+        hidden, token_mask = self.backbone(pixel_values, input_ids, attention_mask, self._position(input_ids))
+        return self.head.condition(hidden, token_mask, state_norm)  # (B, C)
+
+    def denoise(self, noisy_actions: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """(B, T, Da), (B,) long, (B, C) -> predicted noise eps (B, T, Da)."""
+        return self.head.unet(noisy_actions.to(condition.dtype), timesteps, condition)
+
+    def sample(self, condition: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """DDIM (eta 0, num_inference_steps) from ``noise`` (B, T, Da) -> normalised actions (B, T, Da) float32."""
+        _, ddim = self.schedulers
+        x = noise.to(device=condition.device, dtype=torch.float32)
+        for t in ddim.timesteps:
+            steps = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+            eps = self.denoise(x, steps, condition).float()  # (B, T, Da)
+            x = ddim.step(eps, int(t), x).prev_sample
+        return x
+
+    # ------------------------------------------------------------------ training
+    def _check_batch(self, batch: Mapping[str, Any]) -> int:
+        c = self.config
+        for key in ("images", "state", "actions"):
+            if key not in batch:
+                raise KeyError(f"batch lacks {key!r}; keys given: {sorted(batch)}")
+        images = batch["images"]
+        if not isinstance(images, torch.Tensor) or images.ndim != 5:
+            raise ValueError(f"batch['images'] must be a (B, N, 3, S, S) tensor, got {getattr(images, 'shape', images)!r}")
+        b = images.shape[0]
+        expected = {
+            "images": (b, c.num_cameras, 3, c.image_size, c.image_size),
+            "state": (b, c.state_dim),
+            "actions": (b, c.chunk_len, c.action_dim),
+        }
+        for key, shape in expected.items():
+            if tuple(batch[key].shape) != shape:
+                raise ValueError(f"batch[{key!r}] must have shape {shape} (B, ...), got {tuple(batch[key].shape)}")
+        if "action_pad" in batch and tuple(batch["action_pad"].shape) != (b, c.chunk_len):
+            raise ValueError(f"batch['action_pad'] must have shape {(b, c.chunk_len)}, got {tuple(batch['action_pad'].shape)}")
+        return b
+
+    def _text_inputs(self, batch: Mapping[str, Any], b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if "input_ids" in batch:
+            ids = batch["input_ids"]
+            mask = batch.get("attention_mask", torch.ones_like(ids))
+        elif "instruction" in batch:
+            ids, mask = self.tokenize_batch(batch["instruction"])
+        else:
+            raise KeyError("batch needs 'instruction' (list of str) or 'input_ids' (+ 'attention_mask')")
+        if ids.shape[0] != b or mask.shape != ids.shape:
+            raise ValueError(f"text inputs must be (B={b}, L); got input_ids {tuple(ids.shape)}, mask {tuple(mask.shape)}")
+        return ids.to(self.device), mask.to(self.device)
+
+    @staticmethod
+    def _unit_images(images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            return images.float() / 255.0
+        if not images.is_floating_point():
+            raise TypeError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+        return images
+
+    def forward(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scalar training loss. batch: images (B, N, 3, S, S) uint8 or [0, 1] float, instruction list[str]
+        or input_ids/attention_mask (B, L), state (B, Ds), actions (B, T, Da) robot units, optional
+        action_pad (B, T) bool (True past the episode end: excluded from the loss).
+        generator: optional torch.Generator (on the model's device) for noise and timesteps.
+        """
+        b = self._check_batch(batch)
+        norm = self._require_normalizer()
+        dev = self.device
+        pixels = self._unit_images(batch["images"].to(dev))
+        ids, mask = self._text_inputs(batch, b)
+        state = norm.normalize_state(batch["state"].to(dev, torch.float32))
+        target = norm.normalize_action(batch["actions"].to(dev, torch.float32))  # (B, T, Da) in [-1, 1]
+        condition = self.encode_observation(pixels, ids, mask, state)
+        ddpm, _ = self.schedulers
+        noise = torch.randn(target.shape, generator=generator, device=dev)
+        steps = torch.randint(0, self.config.num_train_steps, (b,), generator=generator, device=dev)
+        noisy = ddpm.add_noise(target, noise, steps)
+        eps = self.denoise(noisy, steps, condition).float()
+        return masked_mse(eps, noise, batch.get("action_pad"))
+
+    # ------------------------------------------------------------------ inference
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.train(was_training)
+
+    def _noise(self, b: int, seed: int | None, initial_noise: np.ndarray | None) -> torch.Tensor:
+        shape = (b, self.config.chunk_len, self.config.action_dim)
+        if initial_noise is not None:
+            noise = np.asarray(initial_noise, dtype=np.float32)
+            if noise.shape != shape:
+                raise ValueError(f"initial_noise must have shape {shape}, got {noise.shape}")
+            if not np.all(np.isfinite(noise)):
+                raise ValueError("initial_noise contains NaN or inf")
+            return torch.from_numpy(noise)
+        gen = torch.Generator(device="cpu")
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        return torch.randn(shape, generator=gen)
+
+    def _states(self, states: Any, b: int) -> torch.Tensor:
+        arr = np.asarray(states, dtype=np.float32)
+        if arr.shape != (b, self.config.state_dim):
+            raise ValueError(f"states must have shape (B={b}, state_dim={self.config.state_dim}), got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"state contains NaN or inf: {arr.tolist()}")
+        return torch.from_numpy(arr)
+
+    def predict_chunk_batch(
+        self,
+        images: Sequence[Sequence[np.ndarray]],
+        instructions: Sequence[str],
+        states: Any,
+        seed: int | None = None,
+        initial_noise: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """B observations -> (B, T, Da) float32 actions in robot units.
+
+        images: B lists of N (H, W, 3) uint8 RGB (camera_names order); instructions: B strings;
+        states (B, Ds) robot units; seed: fixes the initial noise (independent of global RNG);
+        initial_noise (B, T, Da) overrides it.
+        """
+        b = len(images)
+        if b == 0 or len(instructions) != b:
+            raise ValueError(f"need one instruction per observation: {b} image sets, {len(instructions)} instructions")
+        norm = self._require_normalizer()
+        state_norm = norm.normalize_state(self._states(states, b))
+        noise = self._noise(b, seed, initial_noise)
+        pixels = torch.stack([self.preprocess_images(obs) for obs in images])  # (B, N, 3, S, S)
+        ids, mask = self.tokenize_batch(instructions)
+        dev = self.device
+        with self._inference():
+            condition = self.encode_observation(pixels.to(dev), ids.to(dev), mask.to(dev), state_norm.to(dev))
+            actions = self.sample(condition, noise.to(dev))
+        return norm.unnormalize_action(actions.float().cpu().numpy()).astype(np.float32)
+
+    def predict_chunk(
+        self,
+        images: Sequence[np.ndarray],
+        instruction: str,
+        state: Any,
+        seed: int | None = None,
+        initial_noise: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """N images (H, W, 3) uint8 RGB, instruction, state (Ds,) -> (T, Da) float32 robot units."""
+        state = np.asarray(state, dtype=np.float32)
+        if state.shape != (self.config.state_dim,):
+            raise ValueError(f"state must have shape ({self.config.state_dim},), got {state.shape}")
+        noise = None if initial_noise is None else np.asarray(initial_noise, dtype=np.float32)[None]
+        if noise is not None and noise.shape[1:] != (self.config.chunk_len, self.config.action_dim):
+            raise ValueError(
+                f"initial_noise must have shape {(self.config.chunk_len, self.config.action_dim)}, got {noise.shape[1:]}"
+            )
+        return self.predict_chunk_batch([images], [instruction], state[None], seed=seed, initial_noise=noise)[0]
+
+    # ------------------------------------------------------------------ LoRA
+    def apply_lora(self, variant: str | None = None) -> dict[str, int]:
+        """Add LoRA adapters (config.lora, or ``variant`` "official" / "paper"); returns adapted layers per part."""
+        settings = self.config.lora
+        if variant is not None:
+            if variant not in LORA_VARIANTS:
+                raise ValueError(f"variant must be one of {list(LORA_VARIANTS)}, got {variant!r}")
+            settings = settings.__class__(**{**settings.__dict__, "variant": variant})
+            self.config = self.config.replace(lora=settings)
+        return lora_lib.inject_lora(self.backbone, settings)
+
+    def merge_lora(self) -> TinyVLAPolicy:
+        """Fold the LoRA weights into the base weights in place; returns self, now a plain model
+        (same parameter names as a model that never had LoRA, every parameter trainable)."""
+        if not self.lora_applied:
+            raise RuntimeError("merge_lora(): no LoRA adapters to merge")
+        lora_lib.merge_lora_layers(self.backbone)
+        for param in self.parameters():
+            param.requires_grad_(True)
+        return self
+
+    def optimizer_param_groups(self, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """AdamW groups: LoRA weights at config.lora.lr, other trainable weights at config.lora.base_lr
+        (official 2e-4 / 2e-5); without LoRA a single group of every trainable parameter at lora.lr."""
+        lora_params = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" in n]
+        other = [p for n, p in self.named_parameters() if p.requires_grad and "lora_" not in n]
+        if not lora_params:
+            return [{"params": other, "lr": self.config.lora.lr, "weight_decay": weight_decay}]
+        return [
+            {"params": lora_params, "lr": self.config.lora.lr, "weight_decay": weight_decay},
+            {"params": other, "lr": self.config.lora.base_lr, "weight_decay": weight_decay},
+        ]
+
+    def parameter_summary(self) -> dict[str, Any]:
+        """Parameter counts: total, per part (vision, projector, llm, head; LoRA adapters counted in
+        their part), LoRA adapters, trainable and trainable percentage of the total."""
+        parts = {
+            "vision": self.backbone.vision,
+            "projector": self.backbone.projector,
+            "llm": self.backbone.llm,
+            "head": self.head,
+        }
+        counts = {name: sum(p.numel() for p in mod.parameters()) for name, mod in parts.items()}
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {
+            "total": total,
+            "parts": counts,
+            "lora": lora_lib.lora_parameter_count(self),
+            "trainable": trainable,
+            "trainable_percent": round(100.0 * trainable / max(total, 1), 3),
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json, model.safetensors, stats.json and tokenizer files to ``directory``."""
+        return save_policy(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, map_location: str | torch.device = "cpu", expected: dict | None = None
+    ) -> TinyVLAPolicy:
+        """Load a checkpoint written by save_pretrained. ``expected`` ({"action_dim", "state_dim",
+        "camera_names", ...}: what the robot needs) raises CheckpointMismatchError on a mismatch."""
+        return load_policy(cls, directory, map_location=map_location, expected=expected)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, action_pad: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over steps not padded: pred/target (B, T, Da), action_pad (B, T) bool."""
+    sq = (pred - target) ** 2  # (B, T, Da)
+    if action_pad is None:
+        return sq.mean()
+    valid = (~action_pad.to(device=sq.device, dtype=torch.bool)).unsqueeze(-1).to(sq.dtype)  # (B, T, 1)
+    count = valid.sum() * sq.shape[-1]
+    if float(count) == 0.0:
+        raise ValueError("every step of the batch is padding (action_pad all True): nothing to learn")
+    return (sq * valid).sum() / count

@@ -1,0 +1,89 @@
+"""CLIP-style image preprocessing (LLaVA "pad" aspect mode), NumPy/PIL only.
+
+Each camera image (H, W, 3) uint8 RGB is padded to a square with the CLIP mean colour
+(centred, as LLaVA's expand-to-square), resized to S x S with bicubic filtering (as CLIP's
+processor), and scaled to [0, 1]. The CLIP mean/std normalisation is applied inside the model
+(``TinyVLABackbone.encode_images``), so training batches and deployment share one path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PAD_COLOUR = tuple(int(m * 255) for m in CLIP_MEAN)  # (122, 116, 104)
+REDUCING_GAP = 3.0
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - pillow is in requirements/data.txt
+        raise ImportError("image preprocessing needs Pillow: pip install pillow") from exc
+    return Image
+
+
+def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate one (H, W, 3) uint8 RGB image; returns it as a C-contiguous array."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array (H, W, 3) uint8, got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{name} must be (H, W, 3) uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{name} is empty: shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def pad_to_square(image: np.ndarray, fill: Sequence[int] = PAD_COLOUR) -> np.ndarray:
+    """(H, W, 3) uint8 -> (M, M, 3) uint8, M = max(H, W), image centred on ``fill``."""
+    height, width = image.shape[:2]
+    if height == width:
+        return image
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    out = np.empty((side, side, 3), dtype=np.uint8)
+    colour = np.asarray(fill, dtype=np.uint8)
+    if height < side:  # bands above and below
+        out[:top] = colour
+        out[top + height :] = colour
+    else:  # bands left and right
+        out[:, :left] = colour
+        out[:, left + width :] = colour
+    out[top : top + height, left : left + width] = image
+    return out
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """(M, M, 3) uint8 -> (size, size, 3) uint8 with PIL bicubic (antialiased).
+
+    For reductions of more than 3x, PIL first box-reduces to within 3x of the target
+    (``reducing_gap=3``; about 4x faster, visually the same as a plain bicubic resize).
+    """
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    pil = _pil()
+    resized = pil.fromarray(image).resize((size, size), resample=pil.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+    return np.asarray(resized)
+
+
+def prepare_image(image: np.ndarray, size: int, name: str = "image") -> np.ndarray:
+    """(H, W, 3) uint8 RGB, any H, W -> (size, size, 3) uint8 (pad to square, then resize)."""
+    return resize_square(pad_to_square(check_image(image, name)), size)
+
+
+def prepare_cameras(images: Sequence[np.ndarray], size: int, camera_names: Sequence[str]) -> np.ndarray:
+    """n_cams images in ``camera_names`` order -> (n_cams, 3, size, size) float32 in [0, 1]."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValueError("images must be a sequence with one (H, W, 3) array per camera, got a single image")
+    if len(images) != len(camera_names):
+        raise ValueError(
+            f"expected {len(camera_names)} images (cameras {list(camera_names)}), got {len(images)}"
+        )
+    out = np.empty((len(images), 3, size, size), dtype=np.float32)
+    for i, (image, cam) in enumerate(zip(images, camera_names, strict=True)):
+        square = prepare_image(image, size, name=f"image of camera {cam!r}")
+        out[i] = square.transpose(2, 0, 1) * np.float32(1.0 / 255.0)
+    return out

@@ -154,6 +154,8 @@ def test_unknown_camera_and_bad_stamp_raise() -> None:
         asm.add_image("top", 0.0, frame(0), now=0.0)
     with pytest.raises(ValueError, match="non-finite stamp"):
         asm.add_image("left", float("nan"), frame(0), now=0.0)
+    with pytest.raises(ValueError, match="ndarray"):
+        asm.add_image("left", 0.0, b"raw bytes", now=0.0)
 
 
 def cameras_at(asm: ObservationAssembler, stamp: float) -> None:

@@ -214,6 +214,21 @@ def test_target_beyond_limit_stops_at_limit_minus_margin(spec, joint: int, slack
     assert res.clamps["position"] >= 1
 
 
+@pytest.mark.parametrize("spec", [UR5, FR3])
+def test_fast_ramp_into_the_limit_brakes_before_it(spec) -> None:
+    """A target sliding into a limit at full speed: the command must start braking early."""
+    filt = SafetyFilter(SafetyLimits.from_spec(spec, use_workspace=False), DT)
+    filt.reset(spec.home)
+    checker = LimitChecker(filt, spec.home)
+    speed = 0.95 * filt.limits.velocity[0]
+    target = spec.home.copy()
+    for _ in range(int(20 / (speed * DT))):
+        target[0] += speed * DT  # keeps going far past the limit; the filter clips it
+        checker.check(filt.filter(target).command)
+    assert checker.q[0] <= filt.limits.command_upper[0] + 1e-9
+    assert abs(checker.v[0]) < 1e-9
+
+
 def test_fr3_position_based_velocity_law_is_respected() -> None:
     limits = SafetyLimits.from_spec(FR3, use_workspace=False)
     filt = SafetyFilter(limits, DT)

@@ -251,6 +251,10 @@ class ObservationAssembler:
         stamp = float(stamp)
         if not math.isfinite(stamp):
             raise ValueError(f"camera {camera!r}: non-finite stamp {stamp!r}")
+        if not isinstance(image, np.ndarray) or image.ndim != 3:
+            raise ValueError(
+                f"camera {camera!r}: image must be an (H, W, C) ndarray, got {type(image).__name__}"
+            )
         digest = self._digest(image) if self.cfg.detect_identical_frames else None
         with self._lock:
             buf.received += 1

@@ -65,7 +65,7 @@ def rot6d_to_matrix(r6: np.ndarray) -> np.ndarray:
         raise ValueError("rot6d: second column is (near) zero or parallel to the first")
     b2 = u2 / n2
     b3 = np.cross(b1, b2)
-    return np.stack([b1, b2, b3], axis=-2)
+    return np.stack([b1, b2, b3], axis=-1)  # columns
 
 
 def matrix_to_rot6d(rot: np.ndarray) -> np.ndarray:

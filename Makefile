@@ -15,7 +15,7 @@ else
   VENV_FLAGS :=
   ROS_REQ := requirements/ros.txt
 endif
-REQS := $(ROS_REQ) requirements/ml.txt requirements/sim.txt requirements/data.txt requirements/dev.txt
+REQS := $(ROS_REQ) requirements/ml.txt requirements/sim.txt requirements/data.txt requirements/cameras.txt requirements/dev.txt
 # The stamp's name carries a hash of the dependency files: set-up re-runs only when they change.
 REQ_HASH := $(shell cat $(REQS) setup.py | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(REQ_HASH)$(if $(ROS_DISTRO),-$(ROS_DISTRO),)

@@ -96,6 +96,22 @@ def test_sensor_source_aligns_depth_to_colour() -> None:
         source.close()
 
 
+def test_sensor_source_raw_depth_keeps_the_depth_camera_geometry() -> None:
+    cam = software_camera(depth=True)
+    source = SensorSource(cam.device, stream_config(enable_depth=True, align_depth=False))
+    info = source.open()
+    try:
+        assert set(info.calibration) == {"color", "depth"}
+        assert info.calibration["depth"].frame_id == "top_depth_optical_frame"
+        depth = np.arange(H * W, dtype=np.uint16).reshape(H, W)
+        cam.push_depth(depth, 1000.0, 4, domain="hardware_clock")
+        frame = read_until(source, 1)[0]
+        assert (frame.stream, frame.encoding, frame.frame_number) == ("depth", "16UC1", 4)
+        assert np.array_equal(frame.image, depth)
+    finally:
+        source.close()
+
+
 def test_sensor_source_reopens_and_checks_the_requested_stream() -> None:
     cam = software_camera()
     source = SensorSource(cam.device, stream_config())
@@ -110,11 +126,23 @@ def test_sensor_source_reopens_and_checks_the_requested_stream() -> None:
         wrong.open()
 
 
-def test_sync_mode_unsupported_is_a_warning() -> None:
-    source = SensorSource(software_camera().device, stream_config(inter_cam_sync_mode=1))
+def test_sync_mode_and_global_time_are_set_on_the_device() -> None:
+    cam = software_camera(depth=True)  # D4xx-shaped: the depth sensor has inter_cam_sync_mode
+    source = SensorSource(
+        cam.device, stream_config(enable_depth=True, inter_cam_sync_mode=2, global_time_enabled=False)
+    )
     info = source.open()
     source.close()
-    assert any("inter_cam_sync_mode=1" in w for w in info.warnings)
+    assert info.warnings == []
+    assert cam.depth_sensor.get_option(rs.option.inter_cam_sync_mode) == 2.0  # slave
+    assert cam.color_sensor.get_option(rs.option.global_time_enabled) == 0.0
+
+
+def test_sync_mode_unsupported_is_a_warning() -> None:
+    source = SensorSource(software_camera().device, stream_config(inter_cam_sync_mode=1))  # no depth sensor
+    info = source.open()
+    source.close()
+    assert any("inter_cam_sync_mode=1 (master) not supported" in w for w in info.warnings)
 
 
 def test_pipeline_without_a_camera_is_unavailable() -> None:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import params, wait_until
+from cameras_harness import params, wait_until
 from sensor_msgs.msg import CameraInfo, Image
 
 from tinyvla_ros.core.camera_calib import (

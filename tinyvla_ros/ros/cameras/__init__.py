@@ -6,6 +6,7 @@ ids), so the runtime does not care which driver runs. Modules:
     clock             frame timestamps (device/global/system/hardware clock) -> ROS stamps
     health            per-camera frame rate, drops, errors, reconnection state (for /diagnostics)
     frames            CapturedFrame / SourceInfo / CameraUnavailable: what a frame source yields
+    camera_node       parameters -> dataclass, publishers, /diagnostics, main() shared by both nodes
     worker            one capture thread per camera: open, read, stamp, publish, reconnect
     messages          sensor_msgs / diagnostic_msgs construction
     realsense_source  pyrealsense2 pipelines (devices, .db3 playback) and sensor sources
@@ -13,5 +14,4 @@ ids), so the runtime does not care which driver runs. Modules:
     realsense_node    the RealSense node (python -m tinyvla_ros.ros.cameras.realsense_node)
     zed_source        the ZED SDK source (imports pyzed.sl lazily)
     zed_node          the ZED node (python -m tinyvla_ros.ros.cameras.zed_node)
-    rig               which direct-driver nodes each robot set-up starts (for the graph)
 """

@@ -156,10 +156,11 @@ class CameraNodeBase(Node):
             return 0
         return self.get_clock().now().nanoseconds - time.time_ns()
 
-    def _on_frame(self, key: str, frame: CapturedFrame, stamp_ns: int) -> None:
+    def _on_frame(self, key: str, frame: CapturedFrame, stamp_ns: int) -> int | None:
+        """Publish the image and its CameraInfo; returns the system time (ns) the image was published."""
         pubs = self._pubs.get((key, frame.stream))
         if pubs is None:
-            return  # a stream this node does not publish
+            return None  # a stream this node does not publish
         with self._lock:
             calib = self._calib.get(key, {}).get(frame.stream)
         if calib is None:
@@ -167,7 +168,9 @@ class CameraNodeBase(Node):
         stamp = stamp_ns + self.ros_offset_ns()
         image_pub, info_pub = pubs
         image_pub.publish(image_msg(frame.image, frame.encoding, stamp, calib.frame_id))
+        published_ns = time.time_ns()
         info_pub.publish(camera_info_msg(calib, stamp))
+        return published_ns
 
     # --- diagnostics ------------------------------------------------------------------------------------
 

@@ -133,6 +133,11 @@ class CameraHealth:
             span = max(now - recent[0], recent[-1] - recent[0])
             return (len(recent) - 1) / span if span > 0 else 0.0
 
+    def latency_samples_ms(self) -> list[float]:
+        """The last (up to 300) stamp -> publish latencies, oldest first (benchmarks)."""
+        with self._lock:
+            return list(self._latencies_ms)
+
     def report(self) -> HealthReport:
         """Level, message and values for /diagnostics (also refreshes the no_frames state)."""
         silence = self.silence_s()

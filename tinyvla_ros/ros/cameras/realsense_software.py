@@ -37,6 +37,7 @@ class SoftwareCameraConfig:
     coeffs: Sequence[float] = field(default_factory=lambda: [0.0] * 5)
     enable_depth: bool = False
     depth_units: float = 0.001
+    d400_options: bool = True  # global_time_enabled on each sensor, inter_cam_sync_mode on the depth sensor
 
     def __post_init__(self) -> None:
         for key in ("width", "height", "fps"):
@@ -83,6 +84,17 @@ class SoftwareCamera:
             identity.rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
             identity.translation = [0.0, 0.0, 0.0]
             self.depth_profile.register_extrinsics_to(self.color_profile, identity)
+        if cfg.d400_options:
+            self._add_d400_options()
+
+    def _add_d400_options(self) -> None:
+        """The options the node sets on a D4xx: global time (0/1) and, with depth, inter-camera sync."""
+        rs = self._rs
+        for sensor in (self.color_sensor, self.depth_sensor):
+            if sensor is not None:
+                sensor.add_option(rs.option.global_time_enabled, rs.option_range(0, 1, 1, 1), True)
+        if self.depth_sensor is not None:
+            self.depth_sensor.add_option(rs.option.inter_cam_sync_mode, rs.option_range(0, 260, 1, 0), True)
 
     def _stream(self, kind: Any, fmt: Any, bpp: int, uid: int) -> Any:
         rs, cfg = self._rs, self.config

@@ -189,13 +189,14 @@ class PipelineSource:
         rs, cfg = self._rs, self.cfg
         ctx = rs.context()  # a fresh context re-enumerates devices after a replug
         config = rs.config()
+        choice_warnings: list[str] = []
         if self.rosbag_filename:
             config.enable_device_from_file(self.rosbag_filename, repeat_playback=self.rosbag_loop)
             config.enable_stream(rs.stream.color, 0, 0, rs.format.rgb8, 0)
             if cfg.enable_depth:
                 config.enable_stream(rs.stream.depth, 0, 0, rs.format.z16, 0)
         else:
-            self._require_device(ctx)
+            choice_warnings = self._require_device(ctx)
             if self.serial:
                 config.enable_device(self.serial)
             config.enable_stream(rs.stream.color, cfg.width, cfg.height, rs.format.rgb8, cfg.fps)
@@ -207,7 +208,7 @@ class PipelineSource:
         try:
             resolved = config.resolve(rs.pipeline_wrapper(pipe))
             device = resolved.get_device()
-            warnings = [] if self.rosbag_filename else _apply_options(rs, device, cfg)
+            warnings = [] if self.rosbag_filename else choice_warnings + _apply_options(rs, device, cfg)
             profile = pipe.start(config)
         except RuntimeError as exc:
             raise CameraUnavailable(f"{self._what()}: {exc}") from exc
@@ -234,13 +235,19 @@ class PipelineSource:
             warnings=warnings,
         )
 
-    def _require_device(self, ctx: Any) -> None:
+    def _require_device(self, ctx: Any) -> list[str]:
+        """Check the wanted camera is connected; warnings (an ambiguous choice) for SourceInfo."""
         rs = self._rs
         serials = [d.get_info(rs.camera_info.serial_number) for d in ctx.query_devices()]
         if not serials:
             raise CameraUnavailable("no RealSense camera connected")
         if self.serial and self.serial not in serials:
             raise CameraUnavailable(f"no RealSense camera with serial {self.serial} (connected: {serials})")
+        if not self.serial and len(serials) > 1:
+            return [
+                f"serial_no not set and {len(serials)} cameras connected {serials}: set serial_no per camera"
+            ]
+        return []
 
     def _what(self) -> str:
         if self.rosbag_filename:

@@ -42,7 +42,8 @@ class WorkerConfig:
 class CaptureWorker:
     """Runs ``source`` on a daemon thread; ``on_open(info)`` and ``on_frame(frame, stamp_ns)`` publish.
 
-    stamp_ns is host system time (see clock.py); on_frame runs on the capture thread.
+    stamp_ns is host system time (see clock.py); on_frame runs on the capture thread and may return
+    the system time (ns) at which the image was published (for the latency statistics).
     """
 
     def __init__(
@@ -50,7 +51,7 @@ class CaptureWorker:
         config: WorkerConfig,
         source: FrameSource,
         on_open: Callable[[SourceInfo], None],
-        on_frame: Callable[[CapturedFrame, int], None],
+        on_frame: Callable[[CapturedFrame, int], int | None],
         logger,
         clock_config: FrameClockConfig | None = None,
     ) -> None:
@@ -163,13 +164,13 @@ class CaptureWorker:
         is_playback = self._info is not None and self._info.is_playback
         stamp = clock.stamp_ns(frame.timestamp_ns, frame.domain, frame.arrival_ns, is_playback)
         try:
-            self._on_frame(frame, stamp)
+            published_ns = self._on_frame(frame, stamp)
         except Exception as exc:  # noqa: BLE001 - a publishing failure is reported, capture goes on
             self.health.error(f"publish failed: {exc}", state=None)
             self._log.error(f"camera {self.config.name}: publish failed: {exc}")
             return
         if frame.stream == "color":
-            self.health.frame(frame.domain, (time.time_ns() - stamp) / 1e6)
+            self.health.frame(frame.domain, ((published_ns or time.time_ns()) - stamp) / 1e6)
 
     def _failed(self, message: str) -> None:
         self.health.error(message)

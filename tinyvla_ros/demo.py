@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,23 @@ def run_graph(argv: list[str], timeout: float, log_path: Path) -> int:
                 return proc.wait()
 
 
+def _record_once_active(monitor, baseline: dict, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Drop what was recorded while the nodes started: pictures and figures cover the run only.
+
+    ``baseline`` receives the nodes' diagnostics at that moment (counters are reported as deltas).
+    """
+    try:
+        monitor.wait_for(
+            lambda: monitor.diag("tinyvla_policy").get("state") == "active", timeout, "the policy"
+        )
+    except TimeoutError:
+        return
+    monitor.clear()
+    for node in ("tinyvla_policy", "tinyvla_executor", "tinyvla_fake_robot"):
+        baseline[node] = monitor.diag(node)
+    print("graph is up: recording", flush=True)
+
+
 # --- summary ----------------------------------------------------------------------------------
 
 
@@ -191,11 +209,22 @@ def _rate(times: list[float]) -> float:
 
 
 def summarize(
-    monitor, cfg: DemoConfig, task: str, checkpoint: str, kind: str, command_topic: str
+    monitor,
+    cfg: DemoConfig,
+    task: str,
+    checkpoint: str,
+    kind: str,
+    command_topic: str,
+    baseline: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
-    """The demo's summary numbers from what ``monitor`` recorded."""
+    """The demo's summary numbers from what ``monitor`` recorded (counters since ``baseline``)."""
     policy, executor = monitor.diag("tinyvla_policy"), monitor.diag("tinyvla_executor")
     fake = monitor.diag("tinyvla_fake_robot")
+    base = baseline or {}
+
+    def delta(node: str, values: dict, key: str) -> int:
+        return int(values.get(key, 0)) - int(base.get(node, {}).get(key, 0))
+
     holds = sum(
         1
         for (_, a), (_, b) in zip(monitor.statuses, monitor.statuses[1:], strict=False)
@@ -219,11 +248,11 @@ def summarize(
         "command_topic": command_topic,
         "inference_latency_p50_ms": policy.get("inference_latency_p50_ms", float("nan")),
         "inference_latency_p99_ms": policy.get("inference_latency_p99_ms", float("nan")),
-        "chunks_published": policy.get("chunks_published", 0),
-        "safety_clamps": executor.get("safety_clamps_total", 0),
+        "chunks_published": delta("tinyvla_policy", policy, "chunks_published"),
+        "safety_clamps": delta("tinyvla_executor", executor, "safety_clamps_total"),
         "holds": holds,
-        "ticks_hold": executor.get("ticks_hold", 0),
-        "ticks_run": executor.get("ticks_run", 0),
+        "ticks_hold": delta("tinyvla_executor", executor, "ticks_hold"),
+        "ticks_run": delta("tinyvla_executor", executor, "ticks_run"),
         "limit_violations": monitor.limit_violations,
         "sim_real_time_factor": fake.get("real_time_factor", float("nan")),
         "render_rate_hz": fake.get("render_rate_hz", float("nan")),
@@ -372,9 +401,11 @@ def run_demo(cfg: DemoConfig) -> tuple[int, dict[str, Any]]:
     try:
         argv = graph_command(cfg, checkpoint, instruction, task, out / "logs")
         print(f"running: {' '.join(argv)}", flush=True)
+        baseline: dict[str, dict] = {}
+        threading.Thread(target=_record_once_active, args=(monitor, baseline), daemon=True).start()
         code = run_graph(argv, cfg.duration + STARTUP_TIMEOUT, out / "logs" / "graph.log")
         time.sleep(0.5)
-        summary = summarize(monitor, cfg, task, checkpoint, kind, command_topic)
+        summary = summarize(monitor, cfg, task, checkpoint, kind, command_topic, baseline)
         summary["graph_exit_code"] = code
         joints = [j for j in policy["state_joint_names"] if "finger" not in j and "knuckle" not in j]
         summary["camera_strip"] = (

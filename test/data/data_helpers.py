@@ -1,4 +1,4 @@
-"""Helpers of the data tests: synthetic bags, polling, an rclpy harness (imported by the tests)."""
+"""Helpers of the data tests: synthetic bags, polling, an rclpy harness, replay into the policy node."""
 
 from __future__ import annotations
 
@@ -10,14 +10,19 @@ from typing import Any
 
 import numpy as np
 
-from tinyvla_ros.data.bag import LATCHED, BagWriter, BagWriterConfig
+from tinyvla_ros.data.bag import LATCHED, BagReader, BagWriter, BagWriterConfig
+from tinyvla_ros.data.demos import setup_layout
 from tinyvla_ros.data.messages import (
     IMAGE,
     JOINT_STATE,
     STRING,
     image_msg,
+    image_rgb,
+    joint_state_fields,
     joint_state_msg,
     sec_to_ns,
+    select_joints,
+    stamp_ns,
     string_msg,
 )
 
@@ -88,8 +93,14 @@ class RosHarness:
         self.listener = Node("data_test_listener", context=self.context)
         self.executor.add_node(self.listener)
         self.nodes: list[Any] = []
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - spinning ends when the context shuts down
+            pass
 
     def add(self, node: Any) -> Any:
         self.nodes.append(node)
@@ -112,7 +123,14 @@ class RosHarness:
         return out
 
     def close(self) -> None:
+        """Stop lifecycle nodes' workers, stop spinning, then destroy the nodes and the context."""
+        from rclpy.lifecycle import LifecycleNode
+
+        for node in self.nodes:
+            if isinstance(node, LifecycleNode):
+                node.trigger_shutdown()
         self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(timeout=5.0)
         for node in self.nodes:
             node.destroy_node()
         self.listener.destroy_node()
@@ -122,8 +140,6 @@ class RosHarness:
 def copy_bag(src: Path, dst: Path, transform: Callable[[Any], list[tuple[str, int, bytes]] | None]) -> None:
     """Copy a bag message by message; ``transform(msg)`` returns [(topic, t_ns, data)] to write
     (a topic of the source bag) or None to keep the message unchanged. Metadata is copied."""
-    from tinyvla_ros.data.bag import BagReader
-
     with BagReader(src) as reader, BagWriter(dst) as writer:
         for name, info in reader.topics.items():
             writer.add_topic(name, info.msgtype, info.qos)
@@ -155,3 +171,48 @@ def node_parameters(setup: str, node: str, **overrides: Any) -> list[Any]:
     walk("", params)
     flat.update({k.replace("__", "."): v for k, v in overrides.items()})
     return [Parameter(name, value=value) for name, value in flat.items()]
+
+
+# --- replay into the Franka policy node ------------------------------------------------------
+
+SEED = 5
+FRANKA, _ = setup_layout("franka")
+LEFT, RIGHT = FRANKA.cameras["zed_left"], FRANKA.cameras["zed_right"]
+
+
+def start_policy(ros, checkpoint, **overrides):
+    """An in-process Franka policy node on sim time (seed SEED, one torch thread), configured and active."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from tinyvla_ros.ros.policy_node import PolicyNode
+
+    settings = dict(checkpoint=str(checkpoint), seed=SEED, num_threads=1, warmup_runs=1, inference_rate=20.0)
+    params = node_parameters("franka", "tinyvla_policy", use_sim_time=True, **{**settings, **overrides})
+    node = ros.add(PolicyNode(context=ros.context, parameter_overrides=params))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    return node
+
+
+def play(ros, bag, duration: float = 0.0, rate: float = 1.0):
+    """Replay ``bag`` (Franka topics) with /clock, after the subscribers are matched."""
+    from tinyvla_ros.ros.bag_play import BagPlayer, PlayerConfig
+
+    cfg = PlayerConfig(str(bag), rate=rate, clock_hz=200.0, duration=duration, wait_for_subscribers=15.0,
+                       wait_topics=[LEFT, RIGHT, FRANKA.joint_states_topic])  # fmt: skip
+    return ros.add(BagPlayer(cfg, context=ros.context)).play()
+
+
+def observation_at(bag, stamp: int):
+    """(images [left, right], state) of the demo bag at header stamp ``stamp`` (ns)."""
+    with BagReader(bag) as reader:
+        frames = {
+            m.topic: image_rgb(m.decode())
+            for m in reader.messages([LEFT, RIGHT])
+            if stamp_ns(m.decode().header.stamp) == stamp
+        }
+        for m in reader.messages([FRANKA.joint_states_topic]):
+            t, names, pos = joint_state_fields(m.decode())
+            if stamp_ns(m.decode().header.stamp) == stamp:
+                return [frames[LEFT], frames[RIGHT]], select_joints(names, pos, FRANKA.state_names, "state")
+    raise AssertionError(f"no joint state stamped {stamp} in {bag}")

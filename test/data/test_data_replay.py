@@ -3,7 +3,7 @@
 - equivalence: every chunk the policy node publishes while a demo bag is replayed equals the
   chunk computed offline from the same frames and joint state with the same seed (bit for bit,
   torch engine, same process and thread count);
-- camera gap: a bag missing one camera for 1.5 s makes the policy stop publishing and the
+- camera gap: a bag missing one camera for 1.2 s makes the policy stop publishing and the
   executor hold, then both resume;
 - wrong encoding / wrong size: frames the config cannot use are dropped with a clear error on
   /diagnostics and no chunk is published.
@@ -15,7 +15,17 @@ import json
 
 import numpy as np
 import pytest
-from data_helpers import copy_bag, node_parameters, wait_until
+from data_helpers import (
+    FRANKA,
+    LEFT,
+    SEED,
+    copy_bag,
+    node_parameters,
+    observation_at,
+    play,
+    start_policy,
+    wait_until,
+)
 
 rclpy = pytest.importorskip("rclpy")
 torch = pytest.importorskip("torch")
@@ -26,21 +36,15 @@ from std_msgs.msg import String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from tinyvla_ros.data.bag import BagReader, serialize  # noqa: E402
-from tinyvla_ros.data.demos import setup_layout  # noqa: E402
 from tinyvla_ros.data.messages import (  # noqa: E402
     IMAGE,
     image_rgb,
-    joint_state_fields,
-    select_joints,
     stamp_ns,
 )
-from tinyvla_ros.ros.bag_play import BagPlayer, PlayerConfig  # noqa: E402
 from tinyvla_ros.ros.conversions import stamp_to_sec, trajectory_to_chunk  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
-SEED = 5
-LAYOUT, _ = setup_layout("franka")
-LEFT, RIGHT = LAYOUT.cameras["zed_left"], LAYOUT.cameras["zed_right"]
+LAYOUT = FRANKA
 LATCHED = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -58,50 +62,14 @@ def checkpoint(tmp_path_factory):
     )  # fmt: skip
 
 
-def start_policy(ros, checkpoint, **overrides):
-    from tinyvla_ros.ros.policy_node import PolicyNode
-
-    params = node_parameters(
-        "franka", "tinyvla_policy", checkpoint=str(checkpoint), seed=SEED, num_threads=1, warmup_runs=0,
-        inference_rate=20.0, use_sim_time=True, **overrides,
-    )  # fmt: skip
-    node = ros.add(PolicyNode(context=ros.context, parameter_overrides=params))
-    from rclpy.lifecycle import TransitionCallbackReturn
-
-    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    return node
-
-
-def play(ros, bag, duration: float = 0.0, rate: float = 1.0):
-    cfg = PlayerConfig(str(bag), rate=rate, clock_hz=200.0, duration=duration, wait_for_subscribers=15.0,
-                       wait_topics=[LEFT, RIGHT, LAYOUT.joint_states_topic])  # fmt: skip
-    return ros.add(BagPlayer(cfg, context=ros.context)).play()
-
-
-def observation_at(bag, stamp: int):
-    """(images [left, right], state) of the demo bag at header stamp ``stamp`` (ns)."""
-    with BagReader(bag) as reader:
-        frames = {
-            m.topic: image_rgb(m.decode())
-            for m in reader.messages([LEFT, RIGHT])
-            if stamp_ns(m.decode().header.stamp) == stamp
-        }
-        for m in reader.messages([LAYOUT.joint_states_topic]):
-            t, names, pos = joint_state_fields(m.decode())
-            if stamp_ns(m.decode().header.stamp) == stamp:
-                return [frames[LEFT], frames[RIGHT]], select_joints(names, pos, LAYOUT.state_names, "state")
-    raise AssertionError(f"no joint state stamped {stamp} in {bag}")
-
-
 def test_replayed_chunks_equal_offline_chunks(ros, demo_bags, checkpoint):
     torch.set_num_threads(1)
     bag = demo_bags[0]
     chunks = ros.collect(JointTrajectory, "/tinyvla_policy/chunk")
     node = start_policy(ros, checkpoint)
-    play(ros, bag, duration=3.0)
+    play(ros, bag, duration=2.0, rate=0.5)
     node.trigger_deactivate()
-    assert len(chunks) >= 5, f"only {len(chunks)} chunks during 3 s of replay"
+    assert len(chunks) >= 3, f"only {len(chunks)} chunks during 2 s of replay"
     from tinyvla_ros.vla.engines import load_engine
 
     engine = load_engine(checkpoint, num_threads=1)
@@ -114,7 +82,7 @@ def test_replayed_chunks_equal_offline_chunks(ros, demo_bags, checkpoint):
         offline = engine.predict_chunk(images, instruction, state, seed=SEED)
         np.testing.assert_array_equal(chunk, offline.astype(np.float64), err_msg=f"chunk stamped {stamp:.3f}")
     stamps = [stamp_to_sec(m.header.stamp) for m, _ in chunks]
-    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert stamps == sorted(stamps)
 
 
 def _drop_left_frames(start: float, stop: float):
@@ -129,7 +97,7 @@ def _drop_left_frames(start: float, stop: float):
 def test_camera_gap_stops_chunks_and_the_executor_holds(ros, demo_bags, checkpoint, tmp_path):
     from tinyvla_ros.ros.executor_node import ExecutorNode
 
-    gap_start, gap_stop = 2.0, 3.5  # bag seconds (the episode starts at 1.0)
+    gap_start, gap_stop = 1.8, 3.0  # bag seconds (the episode starts at 1.0)
     copy_bag(demo_bags[2], tmp_path / "gap", _drop_left_frames(gap_start, gap_stop))
     chunks = ros.collect(JointTrajectory, "/tinyvla_policy/chunk")
     status = ros.collect(String, "/tinyvla_executor/status", qos=LATCHED)
@@ -144,21 +112,22 @@ def test_camera_gap_stops_chunks_and_the_executor_holds(ros, demo_bags, checkpoi
         parameter_overrides=node_parameters("franka", "tinyvla_executor", use_sim_time=True, hold_after=0.5),
     )
     ros.add(executor)
-    start_policy(ros, checkpoint)
-    play(ros, tmp_path / "gap", duration=4.0)
+    start_policy(ros, checkpoint, inference_rate=10.0)
+    play(ros, tmp_path / "gap", duration=4.0, rate=0.4)  # slowed down: CPU inference latency stays small
     stamps = np.array([stamp_to_sec(m.header.stamp) for m, _ in chunks])
     assert np.any(stamps < gap_start) and np.any(stamps > gap_stop), "chunks before and after the gap"
-    # inside the gap the left camera's newest frame ages past max_age (0.25 s): no chunk from there on
-    inside = stamps[(stamps > gap_start + 0.05) & (stamps < gap_stop)]
+    # inside the gap the cameras are further apart than max_skew (0.05 s) and the left one's frame
+    # ages past max_age: no observation, so no chunk, until the left camera is back
+    inside = stamps[(stamps > gap_start + 0.01) & (stamps < gap_stop - 0.06)]
     assert inside.size == 0, f"chunks stamped inside the camera gap: {inside}"
     modes = [
         (json.loads(m.data)["mode"], json.loads(m.data)["reason"], t)
         for (m, _), t in zip(status, clock_at_status, strict=False)
     ]
-    holds = [(reason, t) for mode, reason, t in modes if mode == "hold" and gap_start < t < gap_stop + 0.5]
+    holds = [t for mode, _, t in modes if mode == "hold" and gap_start < t < gap_stop]
     assert holds, f"the executor never held during the gap: {modes}"
-    assert any(mode == "run" and t < gap_start for mode, _, t in modes), modes
-    assert any(mode == "run" and t > holds[0][1] for mode, _, t in modes), "resumes after the gap"
+    assert any(mode == "run" and t < holds[0] for mode, _, t in modes), f"it ran before the gap: {modes}"
+    assert any(mode == "run" and t >= gap_stop for mode, _, t in modes), f"it resumes after the gap: {modes}"
 
 
 def _reencode(encoding: str | None, size: tuple[int, int] | None):

@@ -76,16 +76,22 @@ def test_hold_without_chunk_then_run_inside_limits():
 def test_stale_chunk_holds_and_brakes_to_a_stop():
     loop = franka_loop()
     _, t = run(loop, 0.0, 0.1)
-    target = np.array(FR3_HOME) + 0.5
+    target = np.array(FR3_HOME)
+    target[0] += 1.0  # a base turn inside the workspace, too far to finish before the watchdog fires
     loop.add_chunk(chunk_towards(target, 1.0, 16), t, 0.1, t)
-    results, t = run(loop, t, 2.0)  # chunk covers 1.5 s; no fresh chunk after hold_after=0.5 s
+    results, t = run(loop, t, 2.0)  # the chunk covers 1.5 s, but hold_after is 0.5 s
     modes = [r.mode for r in results]
-    assert "run" in modes and modes[-1] == "hold"
     first_hold = modes.index("hold")
+    assert set(modes[:first_hold]) == {"run"} and set(modes[first_hold:]) == {"hold"}
     assert first_hold <= int((0.5 + 0.05) * RATE)
-    tail = np.array([r.arms[0].positions for r in results[-10:]])
-    assert np.allclose(tail, tail[0]) and not results[-1].arms[0].moving
-    assert not np.allclose(tail[0], target), "hold must not jump to the chunk's target"
+    q = np.array([r.arms[0].positions for r in results])
+    speed = np.abs(np.diff(q[:, 0])) * RATE  # joint 1, rad/s
+    assert speed[first_hold - 1] > 0.3, "the arm was still moving when the watchdog fired"
+    at_rest = first_hold + next(i for i, r in enumerate(results[first_hold:]) if not r.arms[0].moving)
+    assert at_rest - first_hold <= 0.5 * RATE, "hold must brake to a stop quickly"
+    assert np.allclose(q[at_rest:], q[at_rest]), "the hold position must stay put"
+    assert q[-1, 0] < target[0] - 0.2, "hold must not keep following the stale chunk"
+    assert np.all(np.diff(speed[first_hold - 1 : at_rest]) <= 1e-9), "speed must only decrease while holding"
 
 
 def test_nonfinite_and_mismatched_chunks_are_dropped():
@@ -147,7 +153,7 @@ def test_bimanual_layout_splits_two_prefixed_arms():
     action = np.r_[np.array(UR5_HOME) + 0.3, 0.0, np.array(UR5_HOME) - 0.3, 1.0]
     loop.add_chunk(np.tile(action, (16, 1)), 0.0, 0.1, 0.0)
     res = None
-    for i in range(30):
+    for i in range(20):
         loop.set_joint_state(names, home, i / RATE)
         res = loop.tick(i / RATE, actuating=False)
     assert res.mode == "run" and len(res.arms) == 2
@@ -159,3 +165,27 @@ def test_bimanual_layout_splits_two_prefixed_arms():
 def test_layout_and_names_must_agree():
     with pytest.raises(ValueError, match="differ from the layout"):
         franka_loop(action_names=[*FR3, "fr3_gripper"])
+
+
+def test_end_effector_layout_gives_poses_inside_the_workspace():
+    from tinyvla_ros.core.rotations import matrix_to_rot6d
+
+    loop = franka_loop(action_layout="franka_ee", output="ee_pose", pose_command_topics=["/pose"])
+    spec = load_robot_spec("fr3")
+    home_pose = spec.kinematics.fk(np.array(FR3_HOME))
+    outside = np.array([2.0, 0.0, -1.0])  # beyond the workspace box in x and z
+    action = np.r_[outside, matrix_to_rot6d(home_pose[:3, :3]), 1.0]
+    loop.set_joint_state(FR3, np.array(FR3_HOME), 0.0)
+    loop.add_chunk(np.tile(action, (16, 1)), 0.0, 0.1, 0.0)
+    xyz = []
+    for i in range(20):
+        loop.set_joint_state(FR3, np.array(FR3_HOME), i / RATE)
+        res = loop.tick(i / RATE, actuating=False)
+        assert res.mode == "run"
+        xyz.append(res.arms[0].xyz)
+        np.testing.assert_allclose(res.arms[0].rotation @ res.arms[0].rotation.T, np.eye(3), atol=1e-9)
+    xyz = np.array(xyz)
+    assert np.all(xyz >= spec.safety.workspace_min - 1e-9) and np.all(xyz <= spec.safety.workspace_max + 1e-9)
+    np.testing.assert_allclose(xyz[0], home_pose[:3, 3], atol=spec.safety.max_step_linear)
+    assert np.all(np.linalg.norm(np.diff(xyz, axis=0), axis=1) <= spec.safety.max_step_linear + 1e-9)
+    assert xyz[-1, 0] > xyz[0, 0] and xyz[-1, 2] < xyz[0, 2]  # moving towards the (clipped) target

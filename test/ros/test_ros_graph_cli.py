@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import UR5_ACTIONS, UR5_JOINTS, UR5_STATE
@@ -111,7 +110,13 @@ def test_graph_runner_stops_a_running_node_cleanly(tmp_path):
     spec = NodeSpec(
         "tinyvla_ros.ros.synthetic_sensors", "tinyvla_synthetic_sensors", "ci", {"robot": "franka"}
     )
+    rig = Rig()
+    states = rig.record(JointState, "/joint_states")
     runner = start_graph([spec], tmp_path)
-    time.sleep(1.0)
-    assert not runner.dead()
-    assert runner.stop() == {"/ci/tinyvla_synthetic_sensors": 0}
+    try:
+        wait_for(lambda: states.count() > 3, 60.0, "joint states from the node")  # up and spinning
+        assert not runner.dead()
+    finally:
+        codes = runner.stop()
+        rig.close()
+    assert codes == {"/ci/tinyvla_synthetic_sensors": 0}, read_logs(tmp_path)

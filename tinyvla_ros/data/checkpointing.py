@@ -55,7 +55,7 @@ def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     for index, entries in sd["state"].items():
         for key, value in entries.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"state.{index}.{key}"] = value.detach().contiguous().cpu()
+                tensors[f"state.{index}.{key}"] = value.detach().cpu().clone()  # never aliases live state
             else:
                 scalars.setdefault(str(index), {})[key] = _jsonable(value)
     return tensors, {"param_groups": _jsonable(sd["param_groups"]), "scalars": scalars}

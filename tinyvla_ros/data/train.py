@@ -82,6 +82,7 @@ class TrainConfig:
     num_threads: int = 0
     seed: int = 0
     resume: bool = False
+    stop_after: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     progress: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -106,7 +107,7 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "num_workers", "num_threads", "seed", "keep_checkpoints"):
+        for name in ("warmup_steps", "num_workers", "num_threads", "seed", "keep_checkpoints", "stop_after"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("lr", "lr_lora", "lr_base"):
@@ -341,6 +342,8 @@ class Trainer:
         trainer_state = load_training_state(ckpt, self.optimizer, self.scheduler, self.scaler)
         self.step = int(trainer_state["step"])
         self.metrics = [m for m in self._read_metrics() if m["step"] <= self.step]
+        lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
+        (self.out / "metrics.jsonl").write_text(lines)  # drop what was logged after the checkpoint
         print(f"resumed from {ckpt} at step {self.step}", file=sys.stderr)
 
     def _read_metrics(self) -> list[dict[str, Any]]:
@@ -416,7 +419,8 @@ class Trainer:
         return float(np.mean(losses))
 
     def run(self) -> Path:
-        """Train to ``steps``; returns the final merged checkpoint directory."""
+        """Train to ``steps`` (or ``stop_after``: save and return the training checkpoint, to be
+        continued with ``resume``); returns the final merged checkpoint directory."""
         cfg = self.cfg
         self._prepare_output()
         config = self.policy.config
@@ -451,13 +455,18 @@ class Trainer:
                 self._log({"step": self.step, "val_loss": val})
                 if bar is not None:
                     bar.write(f"step {self.step}: validation loss {val:.4f}")
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+            interrupted = cfg.stop_after and self.step >= cfg.stop_after and self.step < cfg.steps
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps or interrupted:
                 self._save()
             if bar is not None:
                 bar.update(1)
+            if interrupted:
+                break
         if bar is not None:
             bar.close()
         plot_curves(self.metrics, self.out / "curves.png")
+        if self.step < cfg.steps:
+            return latest_checkpoint(self.out / "checkpoints")
         return self.finish()
 
     def finish(self) -> Path:
@@ -550,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch CPU threads (0: default)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--stop-after", type=int, default=0, help="save and stop at this step (resume later)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation (centre crop only)")
     p.add_argument(
         "--crop-ratio", type=float, default=0.95, help="random/centre crop side fraction (1: none)"
@@ -569,14 +579,15 @@ def main(argv: list[str] | None = None) -> int:
             warmup_steps=args.warmup_steps, precision=args.precision, device=args.device,
             val_fraction=args.val_fraction, val_every=args.val_every, save_every=args.save_every,
             log_every=args.log_every, num_workers=args.num_workers, num_threads=args.num_threads,
-            seed=args.seed, resume=args.resume, progress=not args.no_progress,
+            seed=args.seed, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
             augment=AugmentConfig(enabled=not args.no_augment, crop_ratio=args.crop_ratio),
         )  # fmt: skip
         final = Trainer(cfg).run()
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:
         print(f"tinyvla-train: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    print(f"ready-to-deploy checkpoint: {final}")
+    what = "ready-to-deploy checkpoint" if final.name == "final" else "stopped; resume from"
+    print(f"{what}: {final}")
     return 0
 
 

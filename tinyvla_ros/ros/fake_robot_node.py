@@ -8,8 +8,8 @@ One node per set-up (parameter ``setup``: franka | ur5_bimanual) steps the MuJoC
   position/velocity/effort) at ``joint_state_rate``;
 - per camera, at ``camera_rate`` and ``image_width`` x ``image_height``: the driver's image topic
   and encoding (ZED 2: bgra8 on /<cam>/zed_node/rgb/color/rect/image; RealSense D435i: rgb8 on
-  /camera/<cam>/color/image_raw), its frame id and a CameraInfo from the sim intrinsics, both
-  stamped with the render time;
+  /camera/<cam>/color/image_raw), its frame id, sensor noise (``image_noise``) and a CameraInfo
+  from the sim intrinsics, both stamped with the render time;
 - ``instruction`` (std_msgs/String, latched): the task's language instruction, at start and reset;
 - ``~/success`` (std_msgs/Bool, latched) on change, ``~/limit_violations`` (std_msgs/UInt32,
   latched): commands received with a position outside the joint limits; ``/diagnostics`` at 1 Hz.
@@ -23,9 +23,10 @@ Out-of-limit commands are clamped by the simulator and counted, never a crash.
 
 Timing (``time_mode``, see tinyvla_ros.ros.fake_robot.pacing): realtime (default; stamps ~ wall
 time, works without use_sim_time), fast (``real_time_factor``) and lockstep (waits for the
-executor's tick every control period). Faults and episodes at run time:
-``cameras_paused`` (parameter: those cameras stop publishing), ``task`` / ``seed`` (parameters)
-then ``~/reset`` (std_srvs/Trigger: arm(s) home, objects re-placed, instruction re-published).
+executor's tick every control period and for the policy's chunks). Faults and episodes at run
+time: ``cameras_paused`` (parameter: those cameras stop publishing), ``task`` / ``seed``
+(parameters) then ``~/reset`` (std_srvs/Trigger: arm(s) home, objects re-placed, instruction
+re-published).
 
     python -m tinyvla_ros.ros.fake_robot_node --ros-args -p setup:=franka -p task:=close_drawer
 """
@@ -51,16 +52,12 @@ from std_msgs.msg import Bool, Float64MultiArray, String, UInt32
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from tinyvla_ros.core.camera_calib import CameraInfoFields
 from tinyvla_ros.core.stats import LatencyStats
 from tinyvla_ros.ros.cameras.messages import camera_info_msg, image_qos
 from tinyvla_ros.ros.conversions import diagnostic_status, duration_to_sec, rgb_to_image, stamp_to_sec
 from tinyvla_ros.ros.diagnostics import DiagnosticState, summarize
-from tinyvla_ros.ros.fake_robot.config import (
-    CameraOutput,
-    FakeRobotConfig,
-    camera_info_fields,
-    camera_output,
-)
+from tinyvla_ros.ros.fake_robot.config import CameraOutput, FakeRobotConfig, camera_info_fields, camera_output
 from tinyvla_ros.ros.fake_robot.controllers import ArmController, CommandRejected, JointLimits
 from tinyvla_ros.ros.fake_robot.pacing import NS, LockstepGate, Pacer
 from tinyvla_ros.ros.params import declare_dataclass
@@ -72,6 +69,11 @@ MEASURED_LIMIT_TOLERANCE = 1e-3  # rad: MuJoCo joint limits are soft constraints
 CLOCK_RESEND_S = 0.05  # lockstep: re-send /clock this often while waiting (it is best effort)
 
 
+def _stamp(msg_stamp, ns: int) -> None:
+    """Write integer nanoseconds into a builtin_interfaces/Time in place (exact, no float)."""
+    msg_stamp.sec, msg_stamp.nanosec = ns // NS, ns % NS
+
+
 @dataclass
 class _Camera:
     """A camera's publishers, calibration and counters."""
@@ -79,7 +81,7 @@ class _Camera:
     output: CameraOutput
     image_pub: object
     info_pub: object
-    info: object  # CameraInfoFields
+    info: CameraInfoFields
     next_due_ns: int = 0
     frames: int = 0
 
@@ -107,7 +109,7 @@ class FakeRobotNode(Node):
         self._lock = threading.Lock()  # guards arms, counters and the published time
         self.diag = DiagnosticState()
         self.arms = self._make_arms()
-        self._init_clock()
+        self._init_state()
         self._make_publishers()
         self._make_subscriptions()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -131,21 +133,28 @@ class FakeRobotNode(Node):
 
     def _make_arms(self) -> list[ArmController]:
         specs, names = self.env.arm_specs, self.env.arm_joint_names
-        home = np.split(self.env.home, np.cumsum([len(names[a]) for a in self.env.arms])[:-1])
         return [
             ArmController(a, JointLimits(names[a], np.array(specs[a].lower), np.array(specs[a].upper)), q)
-            for a, q in zip(self.env.arms, home, strict=True)
+            for a, q in zip(self.env.arms, self._split(self.env.home), strict=True)
         ]
 
-    def _init_clock(self) -> None:
+    def _split(self, q: np.ndarray) -> list[np.ndarray]:
+        """(Na,) arm joint vector -> one (J,) part per arm."""
+        sizes = [len(self.env.arm_joint_names[a]) for a in self.env.arms]
+        return np.split(np.asarray(q), np.cumsum(sizes)[:-1])
+
+    def _init_state(self) -> None:
         cfg = self.cfg
         self._step_ns = int(round(cfg.step_dt * NS))
         self._origin_ns = time.time_ns() if cfg.clock_origin == "wall" else 0
         self._sim_ns = 0  # sim time since start (monotonic across resets)
         self.pacing = cfg.pacing()
         self.pacer = Pacer(self.pacing, 0.0, time.monotonic())
-        self.gate = LockstepGate(self.pacing.lockstep_period)
+        self.gates = {"executor": LockstepGate("executor", self.pacing.lockstep_period)}
+        if self.pacing.lockstep_chunk_budget > 0:
+            self.gates["policy"] = LockstepGate("policy", self.pacing.lockstep_chunk_budget)
         self._gate_cv = threading.Condition()
+        self._noise_rng = np.random.default_rng(cfg.seed)
         self._js_every = max(1, int(round(1.0 / (cfg.joint_state_rate * cfg.step_dt))))
         self._success_every = max(1, int(round(cfg.success_period / cfg.step_dt)))
         self._step = 0
@@ -156,13 +165,13 @@ class FakeRobotNode(Node):
         self._measured_excess = 0.0
         self._measured_steps = 0
         self._lockstep_waits = 0
-        self._lockstep_timeouts = 0
         self._reset_request: tuple[str, int] | None = None
         self._reset_done = threading.Event()
         self._reset_message = ""
         self.physics_ms = LatencyStats(window=500)
         self.render_ms = LatencyStats(window=200)
         self._window = (time.monotonic(), 0, 0)  # (wall, sim ns, frames) at the last diagnostics
+        self._report_ns = self._origin_ns
 
     def _make_publishers(self) -> None:
         cfg = self.cfg
@@ -177,45 +186,34 @@ class FakeRobotNode(Node):
         for name, spec in self.env.camera_specs.items():
             out = camera_output(name, spec.model, spec.encoding, cfg.zed_topic_naming)
             info = camera_info_fields(out, self.env.camera_intrinsics(name))
-            self.cameras[name] = _Camera(
-                out,
-                self.create_publisher(Image, out.image_topic, qos),
-                self.create_publisher(CameraInfo, out.info_topic, qos),
-                info,
-            )
+            image_pub = self.create_publisher(Image, out.image_topic, qos)
+            info_pub = self.create_publisher(CameraInfo, out.info_topic, qos)
+            self.cameras[name] = _Camera(out, image_pub, info_pub, info)
 
     def _make_subscriptions(self) -> None:
-        cfg, group = self.cfg, MutuallyExclusiveCallbackGroup()
-        qos = reliable_qos(10)
+        cfg, group, qos = self.cfg, MutuallyExclusiveCallbackGroup(), reliable_qos(10)
         for i, arm in enumerate(self.arms):
-            self.create_subscription(
-                Float64MultiArray,
-                cfg.topics("forward")[i],
-                self._forward_callback(arm),
-                qos,
-                callback_group=group,
-            )
+            for kind, msg_type, factory in (
+                ("forward", Float64MultiArray, self._forward_callback),
+                ("trajectory", JointTrajectory, self._trajectory_callback),
+                ("gripper", Float64MultiArray, self._gripper_callback),
+            ):
+                self.create_subscription(
+                    msg_type, cfg.topics(kind)[i], factory(arm), qos, callback_group=group
+                )
+        if self.pacing.mode != "lockstep":
+            return
+        gates = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(
+            JointState, cfg.lockstep_topic, self._gate_callback("executor"), qos, callback_group=gates
+        )
+        if "policy" in self.gates:
             self.create_subscription(
                 JointTrajectory,
-                cfg.topics("trajectory")[i],
-                self._trajectory_callback(arm),
+                cfg.lockstep_chunk_topic,
+                self._gate_callback("policy"),
                 qos,
-                callback_group=group,
-            )
-            self.create_subscription(
-                Float64MultiArray,
-                cfg.topics("gripper")[i],
-                self._gripper_callback(arm),
-                qos,
-                callback_group=group,
-            )
-        if self.pacing.mode == "lockstep":
-            self.create_subscription(
-                JointState,
-                cfg.lockstep_topic,
-                self._on_preview,
-                reliable_qos(10),
-                callback_group=MutuallyExclusiveCallbackGroup(),
+                callback_group=gates,
             )
 
     # --- time -----------------------------------------------------------------------------
@@ -274,19 +272,23 @@ class FakeRobotNode(Node):
             self._violations += 1
             self._violations_pub.publish(UInt32(data=min(self._violations, 2**32 - 1)))
             self.diag.problem(
-                f"{arm.name} limits", "warn", f"command outside the joint limits (clamped): {kind}"
+                f"{arm.name} limits", "warn", f"{kind} command outside the joint limits (clamped)"
             )
             self.get_logger().warning(
-                f"{arm.name} {kind} command outside the joint limits, clamped "
-                f"({dict(arm.violations.per_joint)})",
+                f"{arm.name} {kind} command outside the joint limits, clamped ({dict(arm.violations.per_joint)})",
                 throttle_duration_sec=1.0,
             )
 
-    def _on_preview(self, msg: JointState) -> None:
-        stamp = msg.header.stamp
-        with self._gate_cv:
-            self.gate.on_preview(stamp.sec * NS + stamp.nanosec)
-            self._gate_cv.notify_all()
+    def _gate_callback(self, gate: str):
+        """Lockstep: a stamped message from the executor (its tick) or the policy (a chunk)."""
+
+        def callback(msg) -> None:
+            stamp = msg.header.stamp
+            with self._gate_cv:
+                self.gates[gate].on_message(stamp.sec * NS + stamp.nanosec)
+                self._gate_cv.notify_all()
+
+        return callback
 
     # --- parameters and services ----------------------------------------------------------
 
@@ -327,9 +329,7 @@ class FakeRobotNode(Node):
         with self._lock:
             self._reset_request = (self.cfg.task or self.env.tasks[0], self.cfg.seed)
         response.success = self._reset_done.wait(timeout=10.0) and not self.fatal
-        response.message = (
-            self._reset_message if response.success else "reset timed out: is the sim thread running?"
-        )
+        response.message = self._reset_message if response.success else "reset timed out: is the sim running?"
         return response
 
     # --- the sim thread -------------------------------------------------------------------
@@ -339,7 +339,7 @@ class FakeRobotNode(Node):
         try:
             self._publish_clock()
             while not self._stop.is_set() and self.context.ok():
-                self._wait_for_executor()
+                self._wait_for_graph()
                 self._apply_reset()
                 self._step_physics()
                 self._pace()
@@ -374,10 +374,10 @@ class FakeRobotNode(Node):
             self._measured_excess = max(self._measured_excess, excess)
 
     def _pace(self) -> None:
-        """Sleep until the next state may be published (see pacing); count realtime slips."""
+        """Sleep until the next state may be published (see pacing); realtime slips move the origin."""
         next_s = (self._sim_ns + self._step_ns) / NS
         mode = self.pacing.mode
-        following = mode != "lockstep" or self.gate.following
+        following = mode != "lockstep" or self.gates["executor"].following
         factor = self.pacing.factor if following else 1.0
         due = self.pacer.deadline(next_s, factor)
         wall = time.monotonic()
@@ -393,26 +393,35 @@ class FakeRobotNode(Node):
         else:
             self.pacer.rebase(next_s, wall)  # cannot keep the factor: no catch-up burst
 
-    def _wait_for_executor(self) -> None:
-        """Lockstep: wait until the executor has ticked at the published time (or time out)."""
-        if self.pacing.mode != "lockstep" or not self.gate.following:
+    def _wait_for_graph(self) -> None:
+        """Lockstep: wait until the followed nodes have caught up with the published time (or time out)."""
+        if self.pacing.mode != "lockstep":
             return
         clock_ns = self.now_ns()
         deadline = time.monotonic() + self.pacing.lockstep_timeout
         with self._gate_cv:
-            if self.gate.ready(clock_ns):
+            if not any(g.blocking(clock_ns) for g in self.gates.values()):
                 return
             self._lockstep_waits += 1
-            while not self.gate.ready(clock_ns) and not self._stop.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.gate.timed_out()
-                    self._lockstep_timeouts += 1
-                    self.pacer.rebase(self._sim_ns / NS, time.monotonic())
+            while not self._stop.is_set():
+                blocking = [g for g in self.gates.values() if g.blocking(clock_ns)]
+                if not blocking:
                     return
-                self._gate_cv.wait(min(left, CLOCK_RESEND_S))
-                if not self.gate.ready(clock_ns):
-                    self._publish_clock()  # /clock is best effort: make sure the executor has it
+                if time.monotonic() >= deadline:
+                    self._gates_timed_out(blocking)
+                    return
+                self._gate_cv.wait(min(deadline - time.monotonic(), CLOCK_RESEND_S))
+                self._publish_clock()  # /clock is best effort: make sure the waited-for nodes have it
+
+    def _gates_timed_out(self, blocking: list[LockstepGate]) -> None:
+        for gate in blocking:
+            gate.timed_out()
+            self.get_logger().warning(
+                f"lockstep: no answer from the {gate.name} for {self.pacing.lockstep_timeout:g} s: "
+                "running on in real time until it answers",
+                throttle_duration_sec=5.0,
+            )
+        self.pacer.rebase(self._sim_ns / NS, time.monotonic())
 
     def _apply_reset(self) -> None:
         with self._lock:
@@ -426,11 +435,7 @@ class FakeRobotNode(Node):
             self._reset_message = f"reset failed: {exc}"
         else:
             with self._lock:
-                for arm, q in zip(
-                    self.arms,
-                    np.split(self.env.home, np.cumsum([a.limits.dof for a in self.arms])[:-1]),
-                    strict=True,
-                ):
+                for arm, q in zip(self.arms, self._split(self.env.home), strict=True):
                     arm.reset(q)
                 self._task, self._episode = task, self._episode + 1
                 self._success, self._success_time = False, float("nan")
@@ -443,8 +448,7 @@ class FakeRobotNode(Node):
 
     def _publish_clock(self) -> None:
         msg = ClockMsg()
-        ns = self.now_ns()
-        msg.clock.sec, msg.clock.nanosec = ns // NS, ns % NS
+        _stamp(msg.clock, self.now_ns())
         self._clock_pub.publish(msg)
 
     def _publish_state(self) -> None:
@@ -459,9 +463,8 @@ class FakeRobotNode(Node):
             self._update_success()
 
     def _publish_joint_states(self) -> None:
-        ns = self.now_ns()
         msg = JointState()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = ns // NS, ns % NS
+        _stamp(msg.header.stamp, self.now_ns())
         msg.name = list(self.env.joint_names)
         msg.position = self.env.joint_positions().tolist()
         msg.velocity = self.env.joint_velocities().tolist()
@@ -478,20 +481,32 @@ class FakeRobotNode(Node):
             if name in paused:
                 continue
             start = time.perf_counter()
-            rgb = self.env.render(name)  # (H, W, 3) uint8
+            rgb = self._add_noise(self.env.render(name))  # (H, W, 3) uint8
             self.render_ms.add((time.perf_counter() - start) * 1e3)
             ns = self.now_ns()
-            cam.image_pub.publish(rgb_to_image(rgb, cam.output.encoding, ns / NS, cam.output.frame_id))
-            info = camera_info_msg(cam.info, ns)
-            cam.info_pub.publish(info)
+            image = rgb_to_image(rgb, cam.output.encoding, 0.0, cam.output.frame_id)
+            _stamp(image.header.stamp, ns)  # exactly the camera_info's stamp
+            cam.image_pub.publish(image)
+            cam.info_pub.publish(camera_info_msg(cam.info, ns))
             cam.frames += 1
+
+    def _add_noise(self, rgb: np.ndarray) -> np.ndarray:
+        """Sensor noise (std ``image_noise`` levels) on an (H, W, 3) uint8 image.
+
+        A real camera never delivers two identical frames; frozen-camera checks rely on that.
+        """
+        sigma = self.cfg.image_noise
+        if sigma <= 0:
+            return rgb
+        noise = self._noise_rng.normal(0.0, sigma, rgb.shape).astype(np.float32)  # (H, W, 3)
+        return np.clip(rgb.astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
     def _update_success(self) -> None:
         success = self.env.success()
         if success == self._success:
             return
         self._success = success
-        if success and self._success_time != self._success_time:  # first success of the episode
+        if success and np.isnan(self._success_time):  # first success of the episode
             self._success_time = self.env.time
         self._success_pub.publish(Bool(data=success))
         self.get_logger().info(f"task {self._task!r}: success {success} at {self.env.time:.2f} s")
@@ -507,11 +522,13 @@ class FakeRobotNode(Node):
     def report(self) -> tuple[str, str, dict]:
         """(level, message, values) for /diagnostics."""
         counters, problems = self.diag.snapshot()
-        wall, sim_ns, frames = time.monotonic(), self._sim_ns, sum(c.frames for c in self.cameras.values())
-        w0, s0, f0 = self._window
-        self._window = (wall, sim_ns, frames)
-        span = max(wall - w0, 1e-9)
+        wall, frames = time.monotonic(), sum(c.frames for c in self.cameras.values())
         with self._lock:
+            sim_ns = self._sim_ns
+            self._report_ns = self._origin_ns + sim_ns
+            w0, s0, f0 = self._window
+            self._window = (wall, sim_ns, frames)
+            span = max(wall - w0, 1e-9)
             values = {
                 "setup": self.cfg.setup,
                 "task": self._task,
@@ -528,8 +545,7 @@ class FakeRobotNode(Node):
                 "realtime_slips": self.pacer.slips,
                 "realtime_slipped_s": self.pacer.slipped_s,
                 "lockstep_waits": self._lockstep_waits,
-                "lockstep_timeouts": self._lockstep_timeouts,
-                "lockstep_following": self.gate.following,
+                "lockstep_timeouts": sum(g.timeouts for g in self.gates.values()),
                 "success": self._success,
                 "success_time_s": self._success_time,
                 "limit_violations": self._violations,
@@ -537,6 +553,9 @@ class FakeRobotNode(Node):
                 "measured_limit_excess_max_rad": self._measured_excess,
                 "cameras_paused": ",".join(self.cfg.cameras_paused),
             }
+            for gate in self.gates.values():
+                values[f"lockstep_following.{gate.name}"] = gate.following
+                values[f"lockstep_timeouts.{gate.name}"] = gate.timeouts
             for name, cam in self.cameras.items():
                 values[f"frames.{name}"] = cam.frames
             for arm in self.arms:
@@ -546,26 +565,23 @@ class FakeRobotNode(Node):
                     {f"limit_violations.{j}": n for j, n in sorted(arm.violations.per_joint.items())}
                 )
         values.update(counters)
-        ok = f"{self._task}: success {values['success']}, sim {values['sim_time_s']:.1f} s"
-        level, message = summarize(problems, ok)
+        level, message = summarize(
+            problems, f"{self._task}: success {self._success}, sim {sim_ns / NS:.1f} s"
+        )
         return level, message, values
 
     def _publish_diagnostics(self) -> None:
         level, message, values = self.report()
         msg = DiagnosticArray()
-        ns = self.now_ns()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = ns // NS, ns % NS
-        msg.status = [
-            diagnostic_status(
-                f"{self.get_name()}: fake robot", self.get_fully_qualified_name(), level, message, values
-            )
-        ]
+        _stamp(msg.header.stamp, self._report_ns)  # the sim time the values belong to
+        name = f"{self.get_name()}: fake robot"
+        msg.status = [diagnostic_status(name, self.get_fully_qualified_name(), level, message, values)]
         self._diag_pub.publish(msg)
 
     # --- lifetime -------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop the sim thread and free the renderer."""
+        """Stop the sim thread (it frees the renderer)."""
         self._stop.set()
         with self._gate_cv:
             self._gate_cv.notify_all()

@@ -175,8 +175,14 @@ def _zed_legacy_topic(topic: str) -> str:
     return topic[: -len(suffix)] + "/rgb/image_rect_color" if topic.endswith(suffix) else topic
 
 
-def _camera_nodes(cameras: dict, camera_names: list[str], params_file: str) -> list[NodeSpec]:
-    """Our own camera driver nodes (camera_driver:=direct), one per camera, on the wrapper topic names."""
+def _camera_nodes(
+    cameras: dict, camera_names: list[str], params_file: str, zed_naming: str
+) -> list[NodeSpec]:
+    """Our own camera driver nodes (camera_driver:=direct), one per camera, on the wrapper topic names.
+
+    RealSense: node <name> in namespace <ns> for /<ns>/<name>/color/image_raw (serial_no from
+    cameras.<cam>.serial); ZED: node zed_node in namespace <name> (serial_number from .serial).
+    """
     specs = []
     for name in camera_names:
         cam = cameras.get(name, {})
@@ -189,10 +195,19 @@ def _camera_nodes(cameras: dict, camera_names: list[str], params_file: str) -> l
         if importlib.util.find_spec(module) is None:
             raise NotImplementedError(f"camera_driver:=direct needs {module}, which this installation lacks")
         parts = cam.get("topic", "").strip("/").split("/")
+        if len(parts) < 3:
+            raise ValueError(f"camera {name!r}: cannot derive a driver node from topic {cam.get('topic')!r}")
         namespace, node_name = parts[0], parts[1]  # /<ns>/<node>/... (realsense2_camera and zed_wrapper)
-        parameters = {"serial_no": str(cam.get("serial", ""))} if driver == "realsense" else {}
-        if driver == "zed":
-            parameters = {"camera_id": int(cam.get("serial", 0) or 0)}
+        serial = str(cam.get("serial", "") or "")
+        if driver == "realsense":
+            parameters = {"camera_namespace": namespace, "camera_name": node_name, "serial_no": serial}
+        else:
+            parameters = {
+                "camera_name": namespace,
+                "serial_number": int(serial) if serial.isdigit() else 0,
+                "encoding": cam.get("encoding", "bgra8"),
+                "topic_generation": zed_naming,
+            }
         specs.append(NodeSpec(module, node_name, namespace, parameters, params_file=params_file))
     return specs
 
@@ -271,7 +286,7 @@ def build_graph(
         fake.update(extra.get("tinyvla_fake_robot", {}))
         specs.append(NodeSpec(FAKE_ROBOT_MODULE, "tinyvla_fake_robot", "", fake, params_file=params_path))
     elif camera_driver == "direct":
-        specs += _camera_nodes(cameras, camera_names, params_path)
+        specs += _camera_nodes(cameras, camera_names, params_path, zed_topic_naming)
     return specs
 
 
@@ -288,7 +303,7 @@ class NodeProcess:
         overrides = workdir / f"{spec.fqn.strip('/').replace('/', '__')}.yaml"
         overrides.write_text(spec.overrides_yaml(), encoding="utf-8")
         self.log_path = (log_dir / f"{spec.fqn.strip('/').replace('/', '__')}.log") if log_dir else None
-        out = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115 - closed in stop()
+        out = open(self.log_path, "wb") if self.log_path else None  # closed in stop()
         self._out = out
         self.proc = subprocess.Popen(
             spec.command(str(overrides)),

@@ -132,6 +132,7 @@ class FrankaGripperOutput:
         ns = [n.rstrip("/") for n in namespaces]
         self._move = [ActionClient(node, Move, f"{n}/move") for n in ns]
         self._grasp = [ActionClient(node, Grasp, f"{n}/grasp") for n in ns]
+        self._names = ns
         self._open_width, self._speed, self._force, self._epsilon = open_width, speed, force, epsilon
         self._logger = node.get_logger()
 

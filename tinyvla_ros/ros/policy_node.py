@@ -234,7 +234,11 @@ class PolicyNode(LifecycleNode):
         now = self._now()
         with self._lock:
             if self._assembler is not None:
-                self._assembler.add_image(camera, stamp_to_sec(msg.header.stamp), rgb, now)
+                try:
+                    self._assembler.add_image(camera, stamp_to_sec(msg.header.stamp), rgb, now)
+                except ValueError as exc:  # e.g. a non-finite stamp
+                    self.diag.count(f"frames_rejected.{camera}.stamp")
+                    self.diag.problem(f"camera {camera}", "error", str(exc))
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:

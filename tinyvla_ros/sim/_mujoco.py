@@ -16,12 +16,7 @@ import subprocess
 import sys
 from types import ModuleType
 
-_PROBE = (
-    "import mujoco\n"
-    "ctx = mujoco.GLContext(16, 16)\n"
-    "ctx.make_current()\n"
-    "ctx.free()\n"
-)
+_PROBE = "import mujoco\nctx = mujoco.GLContext(16, 16)\nctx.make_current()\nctx.free()\n"
 
 
 def _backend_works(backend: str) -> bool:
@@ -47,7 +42,9 @@ def select_gl_backend() -> str:
     chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
     if chosen or "mujoco" in sys.modules:
         return chosen
-    candidates = [name for name, lib in (("egl", "EGL"), ("osmesa", "OSMesa")) if ctypes.util.find_library(lib)]
+    candidates = [
+        name for name, lib in (("egl", "EGL"), ("osmesa", "OSMesa")) if ctypes.util.find_library(lib)
+    ]
     chosen = next((name for name in candidates if _backend_works(name)), "egl")
     os.environ["MUJOCO_GL"] = chosen
     return chosen

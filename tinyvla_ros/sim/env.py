@@ -19,6 +19,7 @@ Typical loop (what the fake-robot node and the scripted experts do)::
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,18 @@ class SimEnv:
         self._renderer: Any = None
         self._task: Task | None = None
         self._substeps = round(config.control_dt / config.physics_dt)
+        # Joint position references move towards the commanded targets no faster than the
+        # manufacturer's joint velocity limits (the hardware's own interpolation): a far target
+        # is reached smoothly instead of slamming into a joint limit.
+        arms = self._arms.values()
+        self._actuators = np.concatenate([a.actuator_ids for a in arms])
+        self._lower = np.concatenate([a.chain.lower for a in arms])
+        self._upper = np.concatenate([a.chain.upper for a in arms])
+        self._home = np.concatenate([np.asarray(a.spec.home, dtype=np.float64) for a in arms])
+        self._max_ref_step = (
+            np.concatenate([np.asarray(a.spec.velocity_limits) for a in arms]) * config.physics_dt
+        )
+        self._targets = self.home
 
     # ------------------------------------------------------------------ description
 
@@ -170,17 +183,17 @@ class SimEnv:
     @property
     def lower_limits(self) -> np.ndarray:
         """(Na,) arm joint lower limits in command order."""
-        return np.concatenate([arm.chain.lower for arm in self._arms.values()])
+        return self._lower.copy()
 
     @property
     def upper_limits(self) -> np.ndarray:
         """(Na,) arm joint upper limits in command order."""
-        return np.concatenate([arm.chain.upper for arm in self._arms.values()])
+        return self._upper.copy()
 
     @property
     def home(self) -> np.ndarray:
         """(Na,) home pose in command order."""
-        return np.concatenate([np.asarray(arm.spec.home) for arm in self._arms.values()])
+        return self._home.copy()
 
     # ------------------------------------------------------------------ episode
 
@@ -193,6 +206,7 @@ class SimEnv:
             raise ValueError(f"SimEnv.reset: seed must be a non-negative int, got {seed!r}")
         self._task = get_task(self.setup, task)
         mujoco.mj_resetData(self.model, self.data)
+        self._targets = self.home
         for arm in self._arms.values():
             home = np.asarray(arm.spec.home)
             self.data.qpos[arm.chain.qpos_adr] = home
@@ -222,13 +236,17 @@ class SimEnv:
     def joint_positions(self) -> np.ndarray:
         """(Nj,) positions in :attr:`joint_names` order (rad; Franka fingers m; Robotiq knuckle rad)."""
         arm = [self.data.qpos[a.chain.qpos_adr] for a in self._arms.values()]
-        grip = [self._gripper_report(a, self.data.qpos[a.finger_qpos][0], position=True) for a in self._arms.values()]
+        grip = [
+            self._gripper_report(a, self.data.qpos[a.finger_qpos], position=True) for a in self._arms.values()
+        ]
         return np.concatenate(arm + grip)
 
     def joint_velocities(self) -> np.ndarray:
         """(Nj,) velocities in :attr:`joint_names` order."""
         arm = [self.data.qvel[a.chain.dof_adr] for a in self._arms.values()]
-        grip = [self._gripper_report(a, self.data.qvel[a.finger_dof][0], position=False) for a in self._arms.values()]
+        grip = [
+            self._gripper_report(a, self.data.qvel[a.finger_dof], position=False) for a in self._arms.values()
+        ]
         return np.concatenate(arm + grip)
 
     def joint_efforts(self) -> np.ndarray:
@@ -246,16 +264,24 @@ class SimEnv:
         return float(self.data.qpos[index.finger_qpos[0]] / index.spec.gripper.stroke)
 
     def arm_targets(self) -> np.ndarray:
-        """(Na,) current joint position targets in command order."""
-        return np.concatenate([self.data.ctrl[a.actuator_ids] for a in self._arms.values()])
+        """(Na,) joint position targets last commanded (after clamping to the limits), command order."""
+        return self._targets.copy()
 
-    def _gripper_report(self, arm: _ArmIndex, finger: float, position: bool) -> np.ndarray:
-        """Finger opening per finger (m, or m/s) -> what the real gripper driver reports."""
+    def arm_references(self) -> np.ndarray:
+        """(Na,) the rate-limited position references the joint servos track right now."""
+        return self.data.ctrl[self._actuators].copy()
+
+    def _gripper_report(self, arm: _ArmIndex, fingers: np.ndarray, position: bool) -> np.ndarray:
+        """Both fingers' opening (2,) [m or m/s] -> what the real gripper driver reports.
+
+        Franka: both finger joints in metres. Robotiq: the knuckle angle of the first finger,
+        0 (open) .. knuckle_closed (closed), i.e. knuckle = knuckle_closed * (1 - finger / stroke).
+        """
         grip = arm.spec.gripper
         if grip.kind == "franka":
-            return np.array([finger, finger])
-        scale = -grip.knuckle_closed / grip.stroke  # knuckle = 0.8 * (1 - finger / stroke)
-        return np.array([grip.knuckle_closed + scale * finger if position else scale * finger])
+            return fingers.copy()
+        scale = -grip.knuckle_closed / grip.stroke
+        return np.array([grip.knuckle_closed + scale * fingers[0] if position else scale * fingers[0]])
 
     # ------------------------------------------------------------------ commands
 
@@ -270,29 +296,39 @@ class SimEnv:
             raise ValueError(f"set_joint_position_targets: expected shape ({expected},), got {q.shape}")
         if not np.all(np.isfinite(q)):
             raise ValueError(f"set_joint_position_targets: non-finite target {q.tolist()}")
-        offset = 0
-        for arm in self._arms.values():
-            n = arm.spec.dof
-            self.data.ctrl[arm.actuator_ids] = np.clip(q[offset : offset + n], arm.chain.lower, arm.chain.upper)
-            offset += n
+        self._targets = np.clip(q, self._lower, self._upper)
 
     def set_gripper(self, arm: str, width_or_closed: float) -> None:
         """Command ``arm``'s gripper: 1 = fully open, 0 = fully closed (fraction of the stroke)."""
         value = float(width_or_closed)
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise ValueError(f"set_gripper({arm!r}): value must be in [0, 1] (1 = open), got {width_or_closed!r}")
+            raise ValueError(
+                f"set_gripper({arm!r}): value must be in [0, 1] (1 = open), got {width_or_closed!r}"
+            )
         index = self._arm(arm)
         self.data.ctrl[index.gripper_actuator] = value * index.spec.gripper.stroke
 
     def step(self, dt: float | None = None) -> None:
-        """Advance physics by ``dt`` (default control_dt), rounded to whole physics steps; targets stay."""
+        """Advance physics by ``dt`` (default control_dt), rounded to whole physics steps; targets stay.
+
+        Each physics step moves the servo references towards the targets by at most
+        velocity_limit * physics_dt per joint, then integrates.
+        """
         if dt is None:
             n = self._substeps
         else:
             if not (math.isfinite(dt) and dt > 0):
                 raise ValueError(f"SimEnv.step: dt must be a positive number of seconds, got {dt!r}")
             n = max(1, round(dt / self.config.physics_dt))
-        mujoco.mj_step(self.model, self.data, nstep=n)
+        ctrl, ids, limit = self.data.ctrl, self._actuators, self._max_ref_step
+        gap = self._targets - ctrl[ids]
+        ramp = min(n, math.ceil(float(np.max(np.abs(gap) / limit)) - 1e-9))  # steps until refs arrive
+        for _ in range(ramp):
+            ref = ctrl[ids]
+            ctrl[ids] = ref + np.clip(self._targets - ref, -limit, limit)
+            mujoco.mj_step(self.model, self.data)
+        if n > ramp:
+            mujoco.mj_step(self.model, self.data, nstep=n - ramp)
 
     # ------------------------------------------------------------------ cameras
 
@@ -318,7 +354,9 @@ class SimEnv:
             raise RuntimeError("render: this SimEnv was made with render_cameras=False")
         if self._renderer is None:
             try:
-                self._renderer = mujoco.Renderer(self.model, self.config.image_height, self.config.image_width)
+                self._renderer = mujoco.Renderer(
+                    self.model, self.config.image_height, self.config.image_width
+                )
             except Exception as err:  # noqa: BLE001 - GL back-ends raise many types
                 raise RuntimeError(
                     f"cannot create a MuJoCo renderer with MUJOCO_GL={mujoco_gl()!r}: {err}. Headless rendering "
@@ -366,12 +404,16 @@ class SimEnv:
         if target_rot is not None:
             target_rot = np.asarray(target_rot, dtype=np.float64)
             if target_rot.shape != (3, 3) or not np.all(np.isfinite(target_rot)):
-                raise ValueError(f"ik: target_rot must be a finite (3, 3) rotation, got shape {target_rot.shape}")
+                raise ValueError(
+                    f"ik: target_rot must be a finite (3, 3) rotation, got shape {target_rot.shape}"
+                )
         q0 = self.data.qpos[index.chain.qpos_adr] if q_init is None else np.asarray(q_init, dtype=np.float64)
         if q0.shape != (index.spec.dof,):
             raise ValueError(f"ik: q_init must have shape ({index.spec.dof},), got {q0.shape}")
         self._scratch.qpos[:] = self.data.qpos
-        return solve_ik(self.model, self._scratch, index.chain, target_xyz, target_rot, q0, max_iters=max_iters)
+        return solve_ik(
+            self.model, self._scratch, index.chain, target_xyz, target_rot, q0, max_iters=max_iters
+        )
 
     # ------------------------------------------------------------------ helpers for tasks
 
@@ -474,8 +516,6 @@ class SimEnv:
 
 def mujoco_gl() -> str:
     """The MUJOCO_GL back-end in use ('egl', 'osmesa', ...)."""
-    import os
-
     return os.environ.get("MUJOCO_GL", "")
 
 

@@ -75,7 +75,8 @@ class Expert:
         self._dt = env.config.control_dt
         self._vmax = {a: velocity_scale * np.asarray(s.velocity_limits) for a, s in env.arm_specs.items()}
         splits = np.cumsum([s.dof for s in env.arm_specs.values()])[:-1]
-        self._q = dict(zip(env.arms, np.split(env.arm_targets(), splits), strict=True))  # commanded (n,) per arm
+        per_arm = np.split(env.arm_targets(), splits)
+        self._q = dict(zip(env.arms, per_arm, strict=True))  # joint targets commanded so far, (n,) per arm
         self._pose: dict[str, Pose] = {a: env.ee_pose(a) for a in env.arms}
         self._grip = {a: OPEN if env.gripper_opening(a) > 0.5 else CLOSED for a in env.arms}
         self._index = -1
@@ -144,21 +145,23 @@ def _grasp_yaw(object_yaw: float, tool_rot: np.ndarray, period: float) -> float:
     return nearest_symmetric_yaw(object_yaw, yaw_of(tool_rot), period)
 
 
-def _top_down_above(env: SimEnv, arm: str, body: str, tool_rot: np.ndarray, height: float, period: float) -> Pose:
+def _top_down_above(env: SimEnv, body: str, tool_rot: np.ndarray, height: float, period: float) -> Pose:
     """A top-down pose ``height`` above ``body``'s centre, fingers closing across its faces."""
     pos, rot = env.body_pose(body)
     yaw = _grasp_yaw(yaw_of(rot), tool_rot, period)
     return pos + np.array([0.0, 0.0, height]), top_down_rot(yaw)
 
 
-def _pick_phases(arm: str, body: str, grasp_dz: float, lift_z: float, period: float = math.pi / 2) -> list[Phase]:
+def _pick_phases(
+    arm: str, body: str, grasp_dz: float, lift_z: float, period: float = math.pi / 2
+) -> list[Phase]:
     """Open, hover above ``body``, descend so the TCP is ``grasp_dz`` above its centre, close, lift to ``lift_z``."""
 
     def above(env: SimEnv, cmd: dict[str, Pose]) -> dict[str, Pose]:
-        return {arm: _top_down_above(env, arm, body, cmd[arm][1], 0.12, period)}
+        return {arm: _top_down_above(env, body, cmd[arm][1], 0.12, period)}
 
     def descend(env: SimEnv, cmd: dict[str, Pose]) -> dict[str, Pose]:
-        pos, rot = _top_down_above(env, arm, body, cmd[arm][1], grasp_dz, period)
+        pos, rot = _top_down_above(env, body, cmd[arm][1], grasp_dz, period)
         pos[2] = max(pos[2], 0.013)  # fingertips stay above the table
         return {arm: (pos, rot)}
 
@@ -166,17 +169,21 @@ def _pick_phases(arm: str, body: str, grasp_dz: float, lift_z: float, period: fl
         pos, rot = cmd[arm]
         return {arm: (np.array([pos[0], pos[1], lift_z]), rot)}
 
-    hold: GoalFn = lambda env, cmd: {}  # noqa: E731
     return [
         Phase("above", 1.6, above, {arm: OPEN}),
         Phase("descend", 1.0, descend),
-        Phase("close", 0.6, hold, {arm: CLOSED}),
+        Phase("close", 0.6, _stay, {arm: CLOSED}),
         Phase("lift", 1.2, lift),
     ]
 
 
+def _stay(env: SimEnv, cmd: dict[str, Pose]) -> dict[str, Pose]:
+    """Goal function of a phase in which no arm moves (grippers may act)."""
+    return {}
+
+
 def _hold(duration: float = 0.4) -> Phase:
-    return Phase("hold", duration, lambda env, cmd: {})
+    return Phase("hold", duration, _stay)
 
 
 # ----------------------------------------------------------------------------- Franka scripts
@@ -201,7 +208,7 @@ def _franka_place_in_bowl(colour: str) -> list[Phase]:
         *_pick_phases("fr3", f"{colour}_cube", -0.004, 0.2),
         Phase("over_bowl", 1.5, over_bowl),
         Phase("lower", 0.8, lower),
-        Phase("release", 0.5, lambda env, cmd: {}, {"fr3": OPEN}),
+        Phase("release", 0.5, _stay, {"fr3": OPEN}),
         Phase("retreat", 0.8, retreat),
         _hold(0.6),
     ]
@@ -237,7 +244,7 @@ def _franka_close_drawer() -> list[Phase]:
         return {"fr3": (pos - 0.08 * u + np.array([0.0, 0.0, 0.06]), rot)}
 
     return [
-        Phase("close_gripper", 0.4, lambda env, cmd: {}, {"fr3": CLOSED}),
+        Phase("close_gripper", 0.4, _stay, {"fr3": CLOSED}),
         Phase("approach", 1.6, approach),
         Phase("down", 0.8, down),
         Phase("push", 2.0, push),
@@ -269,7 +276,7 @@ def _lift_box() -> list[Phase]:
     return [
         Phase("above", 1.8, lambda env, cmd: grasp_poses(env, cmd, 0.14), both_open),
         Phase("descend", 1.0, lambda env, cmd: grasp_poses(env, cmd, BOX_HALF[2] - 0.018)),
-        Phase("close", 0.6, lambda env, cmd: {}, {"left": CLOSED, "right": CLOSED}),
+        Phase("close", 0.6, _stay, {"left": CLOSED, "right": CLOSED}),
         Phase("lift", 1.5, lift),
         _hold(0.5),
     ]
@@ -297,8 +304,8 @@ def _handover() -> list[Phase]:
         Phase("to_handover", 1.6, to_handover),
         Phase("right_approach", 1.8, lambda env, cmd: {"right": right_pose(env, 0.13)}, {"right": OPEN}),
         Phase("right_insert", 1.2, lambda env, cmd: {"right": right_pose(env, 0.0)}),
-        Phase("right_close", 0.6, lambda env, cmd: {}, {"right": CLOSED}),
-        Phase("left_release", 0.5, lambda env, cmd: {}, {"left": OPEN}),
+        Phase("right_close", 0.6, _stay, {"right": CLOSED}),
+        Phase("left_release", 0.5, _stay, {"left": OPEN}),
         Phase("left_retreat", 1.0, left_up),
         _hold(0.5),
     ]
@@ -319,7 +326,7 @@ def _cube_in_bin() -> list[Phase]:
         *_pick_phases("right", "blue_cube", -0.004, 0.25),
         Phase("over_bin", 1.6, over_bin),
         Phase("lower", 0.8, lower),
-        Phase("release", 0.5, lambda env, cmd: {}, {"right": OPEN}),
+        Phase("release", 0.5, _stay, {"right": OPEN}),
         Phase("retreat", 0.8, retreat),
         _hold(0.6),
     ]

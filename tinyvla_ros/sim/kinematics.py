@@ -63,11 +63,6 @@ def top_down_rot(yaw: float) -> np.ndarray:
     return np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
 
 
-def wrap_angle(angle: float) -> float:
-    """Wrap to [-pi, pi)."""
-    return (angle + math.pi) % (2 * math.pi) - math.pi
-
-
 def nearest_symmetric_yaw(object_yaw: float, reference_yaw: float, period: float) -> float:
     """The yaw object_yaw + k * period closest to ``reference_yaw`` (grasp symmetry)."""
     k = round((reference_yaw - object_yaw) / period)

@@ -14,7 +14,7 @@ kinematic chain, joint limits, velocity/effort limits and home poses come from p
   (0 = open .. 0.8 rad = closed).
 
 Collision bits: robot geoms use contype=2/conaffinity=0 (they touch the world and objects, never
-each other); world and object geoms use contype=1/conaffinity=3.
+each other); see scenes.py for the world and object bits.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def _franka_chain(prefix: str, joints: tuple[str, ...]) -> str:
         parts += [
             f'<body name="{prefix}_link{i + 1}" pos="{fmt(pos)}" quat="{fmt(quat)}" gravcomp="1">',
             f'<inertial pos="{fmt(nxt_pos / 2)}" mass="{FR3_MASSES[i]}" diaginertia="0.02 0.02 0.01"/>',
-            f'<joint name="{joints[i]}" type="hinge" axis="0 0 1" range="{lo} {hi}" damping="2" armature="0.1"/>',
+            f'<joint name="{joints[i]}" type="hinge" axis="0 0 1" range="{lo} {hi}" damping="2" armature="0.1" solreflimit="0.004 1"/>',
             housing(FR3_RADII[i], FR3_RADII[i] * 1.05, colour, ROBOT_COLLISION),
             capsule_between(np.zeros(3), nxt_pos, FR3_RADII[i] * 0.9, WHITE, ROBOT_COLLISION),
         ]
@@ -288,7 +288,10 @@ UR5_RADII = (0.06, 0.055, 0.045, 0.04, 0.04, 0.035)
 # Tool pointing down in front of the base (base mounted with the DH x axis pointing backwards).
 # The shoulder offset (d4) puts the tool 0.11 m to the left of the base at pan 0; the left arm's
 # home pan turns it inwards so that both tools start 0.1 m inside their bases.
-UR5_HOME = {"left": (-0.6, -1.9, 1.9, -1.5708, -1.5708, 0.0), "right": (0.0, -1.9, 1.9, -1.5708, -1.5708, 0.0)}
+UR5_HOME = {
+    "left": (-0.6, -1.9, 1.9, -1.5708, -1.5708, 0.0),
+    "right": (0.0, -1.9, 1.9, -1.5708, -1.5708, 0.0),
+}
 ROBOTIQ_STROKE = 0.0425
 ROBOTIQ_TCP = 0.14
 UR_BLUE = "0.55 0.68 0.78 1"
@@ -337,7 +340,14 @@ def ur5_arm(prefix: str) -> tuple[str, str, str, ArmSpec]:
 
 def _ur5_chain(prefix: str, joints: tuple[str, ...]) -> str:
     """Nested bodies shoulder..wrist3, then the gripper (standard DH)."""
-    names = ("shoulder_link", "upper_arm_link", "forearm_link", "wrist_1_link", "wrist_2_link", "wrist_3_link")
+    names = (
+        "shoulder_link",
+        "upper_arm_link",
+        "forearm_link",
+        "wrist_1_link",
+        "wrist_2_link",
+        "wrist_3_link",
+    )
     parts = [
         f'<body name="{prefix}_base_link">',
         '<inertial pos="0 0 0.03" mass="4.0" diaginertia="0.01 0.01 0.01"/>',
@@ -353,10 +363,16 @@ def _ur5_chain(prefix: str, joints: tuple[str, ...]) -> str:
             f'<body name="{prefix}_{names[i]}" pos="{fmt(pos)}" quat="{fmt(quat)}" gravcomp="1">',
             f'<inertial pos="{fmt(nxt_pos / 2)}" mass="{UR5_MASSES[i]}" diaginertia="0.02 0.02 0.01"/>',
             f'<joint name="{joints[i]}" type="hinge" axis="0 0 1" range="{UR5_LOWER[i]:.6g} {UR5_UPPER[i]:.6g}" '
-            'damping="2" armature="0.1"/>',
+            'damping="2" armature="0.1" solreflimit="0.004 1"/>',
             # the shoulder's joint sits on the mounting plate: its housing stands on top of it
             housing(UR5_RADII[i], UR5_RADII[i] * 1.1, colour, ROBOT_COLLISION, z=0.07 if i == 0 else 0.0),
-            capsule_between(np.array([0, 0, 0.07 if i == 0 else 0.0]), nxt_pos, UR5_RADII[i] * 0.85, UR_GREY, ROBOT_COLLISION),
+            capsule_between(
+                np.array([0, 0, 0.07 if i == 0 else 0.0]),
+                nxt_pos,
+                UR5_RADII[i] * 0.85,
+                UR_GREY,
+                ROBOT_COLLISION,
+            ),
         ]
         closing.append("</body>")
         pos, quat = nxt_pos, nxt_quat

@@ -30,7 +30,9 @@ BOWL_HEIGHT = 0.05
 BOX_HALF = (0.035, 0.19, 0.03)  # the long box lifted with both arms (x, y, z half sizes) [m]
 BIN_HALF = (0.09, 0.09, 0.045)  # the bin's outer half sizes [m]
 DRAWER_TRAVEL = 0.16  # drawer slide range [m]
-WORLD = 'contype="1" conaffinity="3"'
+WORLD = 'contype="1" conaffinity="3"'  # table, furniture: touch robots and objects
+OBJECT = 'contype="1" conaffinity="7"'  # free objects: also touch bowl walls
+BOWL_WALL = 'contype="4" conaffinity="2"'  # bowl walls: touch objects and robots, not the table
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def _cube(colour: str, pos: tuple[float, float, float], half: float) -> str:
     return (
         f'<body name="{colour}_cube" pos="{fmt(pos)}"><freejoint name="{colour}_cube_joint"/>'
         f'<geom name="{colour}_cube_geom" type="box" size="{half} {half} {half}" '
-        f'rgba="{CUBE_COLOURS[colour]}" mass="0.05" friction="1.2 0.01 0.0002" condim="4" {WORLD}/></body>'
+        f'rgba="{CUBE_COLOURS[colour]}" mass="0.05" friction="1.2 0.01 0.0002" condim="4" {OBJECT}/></body>'
     )
 
 
@@ -145,12 +147,15 @@ def _bowl() -> str:
         walls.append(
             f'<geom type="box" pos="{r * math.cos(ang):.4f} {r * math.sin(ang):.4f} {BOWL_HEIGHT / 2:.4f}" '
             f'quat="{fmt(quat_z(ang))}" size="{thick / 2} {half_len:.4f} {BOWL_HEIGHT / 2}" '
-            f'rgba="0.95 0.85 0.35 1" mass="0.02" {WORLD}/>'
+            f'rgba="0.95 0.85 0.35 1" mass="0.02" {BOWL_WALL}/>'
         )
     return (
         '<body name="bowl" pos="0.45 0.25 0"><freejoint name="bowl_joint"/>'
         f'<geom name="bowl_bottom" type="cylinder" pos="0 0 0.004" size="{BOWL_RADIUS + thick} 0.004" '
-        f'rgba="0.95 0.85 0.35 1" mass="0.06" {WORLD}/>' + "".join(walls) + "</body>"
+        f'rgba="0.95 0.85 0.35 1" mass="0.06" {BOWL_WALL}/>'
+        # Only this inscribed square foot touches the table: box-box contacts are few and stable.
+        f'<geom name="bowl_foot" type="box" pos="0 0 0.004" size="0.06 0.06 0.004" rgba="0 0 0 0" '
+        f'mass="0.02" {OBJECT}/>' + "".join(walls) + "</body>"
     )
 
 
@@ -204,7 +209,7 @@ def _franka_scene(width: int, height: int, physics_dt: float) -> SceneSpec:
     world = [
         _light(),
         _table((-0.3, 1.0), 0.75),
-        f"{body}",
+        body,
         *(_cube(c, (0.5, 0.1 * k - 0.1, CUBE_HALF), CUBE_HALF) for k, c in enumerate(CUBE_COLOURS)),
         _bowl(),
         _cabinet(),
@@ -231,7 +236,7 @@ def _long_box() -> str:
     return (
         f'<body name="box" pos="0.45 0 {hz}"><freejoint name="box_joint"/>'
         f'<geom name="box_geom" type="box" size="{hx} {hy} {hz}" rgba="0.75 0.55 0.3 1" mass="0.4" '
-        f'friction="1.2 0.01 0.0002" condim="4" {WORLD}/>{grips}</body>'
+        f'friction="1.2 0.01 0.0002" condim="4" {OBJECT}/>{grips}</body>'
     )
 
 
@@ -271,7 +276,9 @@ def _ur5_scene(width: int, height: int, physics_dt: float) -> SceneSpec:
         # RealSense-like top view above the middle of the table, image top = far side (+x).
         _fixed_camera("top", np.array([0.45, 0.0, 1.05]), np.array([0.45, 0.0, 0.0]), 58, up=(1.0, 0.0, 0.0)),
     ]
-    xml = _assemble("ur5_bimanual_tabletop", _header("ur5_bimanual", width, height, physics_dt), world, acts, eqs)
+    xml = _assemble(
+        "ur5_bimanual_tabletop", _header("ur5_bimanual", width, height, physics_dt), world, acts, eqs
+    )
     cameras = (
         CameraSpec("wrist_left", "d435i", "rgb8"),
         CameraSpec("wrist_right", "d435i", "rgb8"),

@@ -82,27 +82,27 @@ def _object_state(env: SimEnv, bodies: tuple[str, ...]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- Franka
 
 FRANKA_CUBES = ("red_cube", "green_cube", "blue_cube")
-FRANKA_CUBE_REGION = Region(0.35, 0.6, -0.15, 0.12)
+# Regions keep the Franka Hand (0.2 m wide) clear of the cabinet and the bowl while it picks a cube.
+FRANKA_CUBE_REGION = Region(0.35, 0.58, -0.12, 0.12)
 FRANKA_BOWL_REGION = Region(0.42, 0.58, 0.28, 0.36)
-FRANKA_CABINET_REGION = Region(0.64, 0.70, -0.42, -0.34)
+FRANKA_CABINET_REGION = Region(0.62, 0.68, -0.46, -0.40)
 
 
 class _FrankaTask(Task):
     setup = "franka"
-
-    def drawer_opening(self, env: SimEnv) -> tuple[float, float]:
-        """(min, max) drawer opening for this task [m]."""
-        return 0.0, 0.1
+    drawer_range = (0.0, 0.04)  # (min, max) initial drawer opening [m]: nearly closed, out of the way
 
     def reset(self, env: SimEnv, rng: np.random.Generator) -> None:
         cab_xy = FRANKA_CABINET_REGION.sample(rng)
         cab_yaw = math.atan2(cab_xy[1], cab_xy[0]) + rng.uniform(-0.12, 0.12)  # front faces the robot
         env.set_fixed_body("cabinet", np.array([cab_xy[0], cab_xy[1], 0.0]), cab_yaw)
-        env.set_joint_value("drawer_joint", rng.uniform(*self.drawer_opening(env)))
+        env.set_joint_value("drawer_joint", rng.uniform(*self.drawer_range))
         bowl_xy = FRANKA_BOWL_REGION.sample(rng)
         env.set_free_body("bowl", np.array([bowl_xy[0], bowl_xy[1], 0.0]), rng.uniform(-math.pi, math.pi))
         for body, xy in zip(FRANKA_CUBES, sample_apart(rng, FRANKA_CUBE_REGION, 3, 0.1), strict=True):
-            env.set_free_body(body, np.array([xy[0], xy[1], CUBE_HALF]), rng.uniform(-math.pi / 4, math.pi / 4))
+            env.set_free_body(
+                body, np.array([xy[0], xy[1], CUBE_HALF]), rng.uniform(-math.pi / 4, math.pi / 4)
+            )
 
     def state(self, env: SimEnv) -> dict[str, Any]:
         out = _object_state(env, (*FRANKA_CUBES, "bowl", "cabinet"))
@@ -148,10 +148,8 @@ class CloseDrawer(_FrankaTask):
 
     name = "close_drawer"
     instruction = "close the drawer"
+    drawer_range = (0.08, 0.14)
     closed_tolerance = 0.015
-
-    def drawer_opening(self, env: SimEnv) -> tuple[float, float]:
-        return 0.08, 0.14
 
     def success(self, env: SimEnv) -> bool:
         return env.joint_value("drawer_joint") < self.closed_tolerance
@@ -172,9 +170,15 @@ class _BimanualTask(Task):
         box_xy = UR_BOX_REGION.sample(rng)
         env.set_free_body("box", np.array([box_xy[0], box_xy[1], BOX_HALF[2]]), rng.uniform(-0.15, 0.15))
         red = UR_LEFT_CUBE_REGION.sample(rng)
-        env.set_free_body("red_cube", np.array([red[0], red[1], UR_CUBE_HALF]), rng.uniform(-math.pi / 4, math.pi / 4))
-        for body, xy in zip(("green_cube", "blue_cube"), sample_apart(rng, UR_RIGHT_CUBE_REGION, 2, 0.11), strict=True):
-            env.set_free_body(body, np.array([xy[0], xy[1], UR_CUBE_HALF]), rng.uniform(-math.pi / 4, math.pi / 4))
+        env.set_free_body(
+            "red_cube", np.array([red[0], red[1], UR_CUBE_HALF]), rng.uniform(-math.pi / 4, math.pi / 4)
+        )
+        for body, xy in zip(
+            ("green_cube", "blue_cube"), sample_apart(rng, UR_RIGHT_CUBE_REGION, 2, 0.11), strict=True
+        ):
+            env.set_free_body(
+                body, np.array([xy[0], xy[1], UR_CUBE_HALF]), rng.uniform(-math.pi / 4, math.pi / 4)
+            )
         bin_xy = UR_BIN_REGION.sample(rng)
         env.set_fixed_body("bin", np.array([bin_xy[0], bin_xy[1], 0.0]), rng.uniform(-0.2, 0.2))
 

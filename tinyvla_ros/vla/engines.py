@@ -20,7 +20,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-ENGINES = ("torch",)
+# "onnx" (alias "onnxruntime"): ONNX Runtime, CPU provider on device cpu, CUDA provider on cuda[:i];
+# "onnx_tensorrt": ONNX Runtime with the TensorRT provider (engine_onnx.py); "torch_compile":
+# torch.compile of the encoder and denoiser (engine_torch_compile.py).
+ENGINES = ("torch", "torch_compile", "onnx", "onnxruntime", "onnx_tensorrt")
+ONNX_ENGINES = ("onnx", "onnxruntime", "onnx_tensorrt")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -146,7 +150,18 @@ def load_engine(
     path = Path(checkpoint_dir).expanduser()
     if not str(checkpoint_dir) or not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {str(checkpoint_dir)!r}")
+    if cfg.engine in ONNX_ENGINES:
+        from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig
+
+        cuda_provider = "tensorrt" if cfg.engine == "onnx_tensorrt" else "cuda"
+        provider = "cpu" if cfg.device == "cpu" else cuda_provider
+        ort_cfg = OnnxEngineConfig(provider, cfg.device, cfg.precision, num_threads=cfg.num_threads)
+        return OnnxEngine(path, ort_cfg, expected=expected)
     from tinyvla_ros.vla.policy import TinyVLAPolicy
 
     policy = TinyVLAPolicy.from_pretrained(path, map_location="cpu", expected=expected)
+    if cfg.engine == "torch_compile":
+        from tinyvla_ros.vla.engine_torch_compile import TorchCompileEngine
+
+        return TorchCompileEngine(policy, cfg)
     return TorchEngine(policy, cfg)

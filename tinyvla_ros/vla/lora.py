@@ -60,11 +60,13 @@ def inject_lora(backbone: nn.Module, settings: LoraSettings) -> dict[str, int]:
     if has_lora(backbone):
         raise RuntimeError("LoRA is already applied; merge_lora() first to apply it again")
     counts = {}
+    training = backbone.training
     for part_name in ("llm", "vision"):
         part = getattr(backbone, part_name)
         counts[part_name] = _inject(part, settings.targets(part_name), settings)
         for name, param in part.named_parameters():
             param.requires_grad_("lora_" in name)
+    backbone.train(training)  # new adapter modules (dropout) follow the model's train/eval mode
     return counts
 
 

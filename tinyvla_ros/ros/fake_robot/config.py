@@ -99,7 +99,18 @@ class FakeRobotConfig:
         "executor tick topic (sensor_msgs/JointState)", default="/tinyvla_executor/preview"
     )
     lockstep_period: float = _doc("executor control period in s (0 = the set-up's)", default=0.0)
-    lockstep_timeout: float = _doc("wall seconds to wait for the executor per step", default=0.5)
+    lockstep_chunk_topic: str = _doc(
+        "policy chunk topic (trajectory_msgs/JointTrajectory)", default="/tinyvla_policy/chunk"
+    )
+    lockstep_chunk_budget: float = _doc(
+        "sim s the sim may run past the newest chunk's observation (0 = off)", default=0.25
+    )
+    lockstep_timeout: float = _doc(
+        "wall seconds to wait for a node before running on in real time", default=2.0
+    )
+    image_noise: float = _doc(
+        "std of the sensor noise added to images (intensity levels, 0 = none)", default=2.0
+    )
     step_dt: float = _doc("sim seconds per loop step (/clock period)", default=0.01)
     physics_dt: float = _doc("MuJoCo time step (s)", default=0.002)
     joint_state_rate: float = _doc("/joint_states rate in sim Hz (<= 1/step_dt)", default=100.0)
@@ -157,6 +168,7 @@ class FakeRobotConfig:
         for name in ("success_period", "diagnostics_period"):
             value = getattr(self, name)
             _check(math.isfinite(value) and value > 0, name, value, "must be a finite number > 0")
+        _check(0 <= self.image_noise <= 50, "image_noise", self.image_noise, "must be in [0, 50] levels")
         _check(
             self.lockstep_period >= 0, "lockstep_period", self.lockstep_period, "must be >= 0 (0 = default)"
         )
@@ -197,7 +209,12 @@ class FakeRobotConfig:
         """The PacingConfig of these parameters (the set-up's lockstep period if 0)."""
         period = self.lockstep_period or self.defaults.lockstep_period
         return PacingConfig(
-            self.time_mode, self.real_time_factor, self.max_lag, period, self.lockstep_timeout
+            self.time_mode,
+            self.real_time_factor,
+            self.max_lag,
+            period,
+            self.lockstep_timeout,
+            self.lockstep_chunk_budget,
         )
 
 

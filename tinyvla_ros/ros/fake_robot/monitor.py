@@ -4,7 +4,8 @@
 ~/preview and ~/status, the fake robot's ~/success and ~/limit_violations, optional command
 topics and camera image topics, and keeps:
 
-- ``diagnostics[name]``: the latest values dict of each DiagnosticStatus (and its level/message);
+- ``diagnostics[name]``: the latest values dict of each DiagnosticStatus (level/message in
+  ``levels``, the array's header stamp in ``diag_stamps``);
 - ``measured`` / ``commanded``: (stamp s, {joint: position}) samples of /joint_states and preview;
 - ``frames[camera]``: (stamp s, (H, W, 3) uint8 RGB) images, at most one per ``frame_every`` s;
 - ``statuses``: executor ~/status transitions (wall s, {"mode", "reason", "actuation"});
@@ -63,6 +64,7 @@ class GraphMonitor:
         self._lock = threading.Lock()
         self.diagnostics: dict[str, dict[str, Any]] = {}
         self.levels: dict[str, tuple[int, str]] = {}
+        self.diag_stamps: dict[str, float] = {}
         self.measured: list[tuple[float, dict[str, float]]] = []
         self.commanded: list[tuple[float, dict[str, float]]] = []
         self.frames: dict[str, list[tuple[float, Any]]] = defaultdict(list)
@@ -114,6 +116,7 @@ class GraphMonitor:
         with self._lock:
             for status in msg.status:
                 self.diagnostics[status.name] = {kv.key: _parse(kv.value) for kv in status.values}
+                self.diag_stamps[status.name] = stamp_to_sec(msg.header.stamp)
                 level = status.level[0] if isinstance(status.level, bytes) else int(status.level)
                 self.levels[status.name] = (level, status.message)
 
@@ -153,15 +156,29 @@ class GraphMonitor:
 
         return callback
 
+    def clear(self) -> None:
+        """Forget the recorded samples (e.g. once the graph is up); the latest status/success stay."""
+        with self._lock:
+            self.measured.clear()
+            self.commanded.clear()
+            self.frames.clear()
+            self.command_times.clear()
+            del self.statuses[:-1]
+            del self.success[:-1]
+
     # --- queries --------------------------------------------------------------------------
 
     def diag(self, prefix: str) -> dict[str, Any]:
         """Latest diagnostics values of the status whose name starts with ``prefix`` ({} if none)."""
+        return self.diag_with_stamp(prefix)[1]
+
+    def diag_with_stamp(self, prefix: str) -> tuple[float, dict[str, Any]]:
+        """(header stamp s on the publisher's clock, values) of the latest matching status."""
         with self._lock:
             for name, values in self.diagnostics.items():
                 if name.startswith(prefix):
-                    return dict(values)
-        return {}
+                    return self.diag_stamps[name], dict(values)
+        return float("nan"), {}
 
     def wait_for(self, predicate, timeout: float, what: str, poll: float = 0.05) -> None:
         """Poll ``predicate()`` until true; TimeoutError naming ``what`` otherwise."""

@@ -11,15 +11,17 @@ realtime   sim time follows the wall clock (factor 1). ``origin`` defaults to th
            slips are counted on /diagnostics.
 fast       sim time runs ``real_time_factor`` times faster than the wall clock (0 = as fast as
            the CPU allows). Every node must use sim time (use_sim_time:=true).
-lockstep   the sim never runs more than one executor control period (``lockstep_period``) ahead
-           of the executor: after each step it waits until the executor has ticked at the new
-           time (its ~/preview stamp, published every tick), so the control loop sees every
-           period and commands flow at exactly the configured rate per sim second, however
-           loaded the machine. ``real_time_factor`` > 0 caps the speed (1 = never faster than
-           real time, which also leaves the policy its real-time inference budget); 0 = no cap.
-           If the executor does not answer within ``lockstep_timeout`` wall seconds (not
-           started yet, no joint state, stopped) the sim runs on in real time until it answers
-           again; these timeouts are counted. Needs use_sim_time:=true on the graph.
+lockstep   the sim advances only as fast as the graph follows. Two gates, each with a budget of
+           sim time it may run ahead: the executor's tick (its ~/preview stamp, published every
+           tick; budget ``lockstep_period`` = one control period, so the control loop sees every
+           period and commands flow at exactly the configured rate per sim second) and the
+           policy's chunks (header stamp = observation time; budget ``lockstep_chunk_budget``,
+           so inference takes at most that much sim time however slow the CPU is; 0 = off).
+           A gate that gets no answer within ``lockstep_timeout`` wall seconds (node not started,
+           holding, no joint state, camera paused) stops being waited for until its next
+           message; the sim then runs on in real time. Timeouts are counted on /diagnostics.
+           ``real_time_factor`` > 0 caps the speed (1 = never faster than real time); 0 = no cap.
+           Needs use_sim_time:=true on the graph.
 
 Everything here works on numbers (nanoseconds, seconds) with the wall clock passed in, so it
 is tested without threads, sleeps or ROS.
@@ -40,15 +42,17 @@ class PacingConfig:
 
     mode: realtime | fast | lockstep; real_time_factor: fast: target speed-up (0 = unlimited),
     lockstep: speed cap (0 = none), realtime: ignored; max_lag: realtime slip threshold (s);
-    lockstep_period: the executor's control period (s); lockstep_timeout: wall seconds to wait
-    for the executor before running on in real time.
+    lockstep_period: the executor's control period (s); lockstep_chunk_budget: sim seconds the
+    sim may run past the newest chunk's observation (0 = do not wait for the policy);
+    lockstep_timeout: wall seconds to wait for a node before running on in real time.
     """
 
     mode: str = "realtime"
     real_time_factor: float = 0.0
     max_lag: float = 0.1
     lockstep_period: float = 0.01
-    lockstep_timeout: float = 0.5
+    lockstep_timeout: float = 2.0
+    lockstep_chunk_budget: float = 0.25
 
     def __post_init__(self) -> None:
         if self.mode not in TIME_MODES:
@@ -59,6 +63,10 @@ class PacingConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0.0):
                 raise ValueError(f"{name} must be a finite number > 0 s, got {value!r}")
+        if not (math.isfinite(self.lockstep_chunk_budget) and self.lockstep_chunk_budget >= 0.0):
+            raise ValueError(
+                f"lockstep_chunk_budget must be >= 0 s (0 = off), got {self.lockstep_chunk_budget!r}"
+            )
 
     @property
     def factor(self) -> float:
@@ -106,27 +114,43 @@ class Pacer:
 
 
 class LockstepGate:
-    """Whether the executor has caught up with the sim (times in integer nanoseconds).
+    """Whether one node of the graph has caught up with the sim (times in integer nanoseconds).
 
-    The executor stamps its ~/preview with its sim-clock ``now`` at every tick. A tick is due
-    whenever the clock has passed one more control period, so after publishing ``clock_ns`` the
-    sim may go on once a preview stamped after ``clock_ns - period`` has arrived.
+    The node's messages carry a stamp on the sim clock (the executor's tick time, the policy's
+    observation time). After publishing ``clock_ns`` the sim may go on while the newest stamp
+    is within ``budget`` of it: newest > clock_ns - budget + tolerance. For the executor the
+    budget is one control period: a tick is due whenever the clock has passed one more period.
+    The tolerance (1 ms) absorbs stamps that went through float seconds (at ~1.8e9 s since the
+    epoch a float64 is only ~0.2 us exact), so a tick at the previous period never counts as one
+    at this period.
     """
 
-    def __init__(self, period_s: float) -> None:
-        self.period_ns = int(round(period_s * NS))
-        self.last_ns = -1  # stamp of the newest preview, -1 = none yet
-        self.following = False  # False: the executor has not answered (lately); run on in real time
+    TOLERANCE_NS = 1_000_000
 
-    def on_preview(self, stamp_ns: int) -> None:
-        """Record a preview's stamp; the executor is following again."""
+    def __init__(self, name: str, budget_s: float) -> None:
+        if not (math.isfinite(budget_s) and budget_s > 0):
+            raise ValueError(f"lockstep gate {name!r}: budget must be > 0 s, got {budget_s!r}")
+        self.name = name
+        self.budget_ns = int(round(budget_s * NS))
+        self.tolerance_ns = min(self.TOLERANCE_NS, self.budget_ns // 2)
+        self.last_ns = -1  # newest stamp, -1 = none yet
+        self.following = False  # False: no answer (lately): do not wait for this node
+        self.timeouts = 0
+
+    def on_message(self, stamp_ns: int) -> None:
+        """Record a message's stamp; the node is followed again."""
         self.last_ns = max(self.last_ns, int(stamp_ns))
         self.following = True
 
     def ready(self, clock_ns: int) -> bool:
-        """True when the executor has ticked within the last control period before ``clock_ns``."""
-        return self.last_ns > clock_ns - self.period_ns
+        """True when the newest stamp is within the budget before ``clock_ns``."""
+        return self.last_ns >= 0 and self.last_ns > clock_ns - self.budget_ns + self.tolerance_ns
+
+    def blocking(self, clock_ns: int) -> bool:
+        """True when the sim must wait for this node before going past ``clock_ns``."""
+        return self.following and not self.ready(clock_ns)
 
     def timed_out(self) -> None:
-        """The executor did not answer in time: stop waiting for it until its next preview."""
+        """The node did not answer in time: stop waiting for it until its next message."""
         self.following = False
+        self.timeouts += 1

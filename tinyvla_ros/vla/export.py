@@ -1,0 +1,496 @@
+"""Export a TinyVLA checkpoint to ONNX and check it against torch: ``tinyvla-export``.
+
+    tinyvla-export <checkpoint_dir> [--opset 18] [--check] [--precision fp32|fp16]
+                   [--graphs encoder denoiser denoise_step sampler] [--exporter torchscript|dynamo]
+
+Graphs (written beside the checkpoint; LoRA adapters are merged first). Glossary: B batch (dynamic),
+N cameras, S image side, L prompt tokens (dynamic), Ds state, T chunk, Da action, C condition.
+
+    encoder.onnx       pixel_values (B, N, 3, S, S) f32 in [0, 1], input_ids (B, L) i64,
+                       attention_mask (B, L) i64, state_norm (B, Ds) f32  -> condition (B, C)
+    denoiser.onnx      noisy (B, T, Da) f32, timestep (B,) i64, condition (B, C) -> eps (B, T, Da) f32
+    denoise_step.onnx  denoiser + one DDIM update inside the graph: sample (B, T, Da), timestep (B,),
+                       condition (B, C), coefficients (4,) f32 -> prev_sample (B, T, Da) f32
+                       (lets an engine keep the whole loop on the device: no host copies per step)
+    sampler_<n>.onnx   the whole n-step DDIM loop unrolled: condition (B, C), noise (B, T, Da)
+                       -> normalised actions (B, T, Da)
+
+fp16 graphs are named ``encoder.fp16.onnx`` etc. (for the CUDA execution provider). ``onnx.json``
+(the manifest) records the weights' sha256, the graph-relevant config, versions, the DDIM plan
+and the parity figures; engines use it to refuse ONNX files that no longer match the weights.
+The DDIM loop around the graphs is ``tinyvla_ros.vla.engine_ddim.DDIMPlan`` (diffusers' numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tinyvla_ros.vla.checkpoint import WEIGHTS_FILE, read_checkpoint_config
+from tinyvla_ros.vla.engine_ddim import DDIMPlan
+
+FORMAT = "tinyvla_ros.onnx/1"
+MANIFEST_FILE = "onnx.json"
+GRAPHS = ("encoder", "denoiser", "denoise_step", "sampler")
+DEFAULT_GRAPHS = ("encoder", "denoiser")
+EXPORTERS = ("auto", "torchscript", "dynamo")
+EXPORT_PRECISIONS = ("fp32", "fp16")
+EXTERNAL_DATA = ("auto", "always", "never")
+# Config fields that only the loop around the graphs uses (the sampler graph records its own steps).
+SCHEDULE_FIELDS = ("num_inference_steps",)
+PARITY_TOLERANCE = 1e-4
+EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf's hard limit is 2 GiB
+IO_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "encoder": (("pixel_values", "input_ids", "attention_mask", "state_norm"), ("condition",)),
+    "denoiser": (("noisy", "timestep", "condition"), ("eps",)),
+    "denoise_step": (("sample", "timestep", "condition", "coefficients"), ("prev_sample",)),
+    "sampler": (("condition", "noise"), ("actions",)),
+}
+# Dynamic axes per input/output name: batch everywhere, prompt length on the text inputs.
+_DYNAMIC = {
+    "pixel_values": {0: "batch"},
+    "input_ids": {0: "batch", 1: "text"},
+    "attention_mask": {0: "batch", 1: "text"},
+    "state_norm": {0: "batch"},
+    "condition": {0: "batch"},
+    "noisy": {0: "batch"},
+    "timestep": {0: "batch"},
+    "eps": {0: "batch"},
+    "sample": {0: "batch"},
+    "prev_sample": {0: "batch"},
+    "noise": {0: "batch"},
+    "actions": {0: "batch"},
+}
+
+
+class ExportError(RuntimeError):
+    """Export or its parity check failed (the message says which graph and by how much)."""
+
+
+def graph_file(graph: str, precision: str = "fp32", steps: int | None = None) -> str:
+    """File name of ``graph``: encoder.onnx, denoiser.fp16.onnx, sampler_10.onnx ..."""
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {list(GRAPHS)}, got {graph!r}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ValueError(f"precision must be one of {list(EXPORT_PRECISIONS)}, got {precision!r}")
+    stem = graph if graph != "sampler" else f"sampler_{_steps(steps)}"
+    return f"{stem}.onnx" if precision == "fp32" else f"{stem}.{precision}.onnx"
+
+
+def _steps(steps: Any) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"the sampler graph needs num_inference_steps >= 1, got {steps!r}")
+    return steps
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and how.
+
+    opset: ONNX opset (>= 18: the backbone's LayerNorm/attention need it); exporter: "torchscript"
+    (torch.onnx's tracing exporter: ~1 s per graph for the small presets), "dynamo" (torch.export
+    based: ~30-80 s per small graph here) or "auto": torchscript for fp32, dynamo for fp16 (the
+    tracing exporter left some fp16 layers in fp32); precision: "fp32" or "fp16" (CUDA only at run
+    time); graphs: subset of GRAPHS;
+    sampler_steps: DDIM steps unrolled in the sampler graph (None = the checkpoint's);
+    check: compare every exported graph with torch (max abs diff <= tolerance, fp32);
+    external_data: "auto" stores weights in ``<file>.data`` when a graph exceeds ~1.5 GB.
+    """
+
+    opset: int = 18
+    exporter: str = "auto"
+    precision: str = "fp32"
+    graphs: tuple[str, ...] = DEFAULT_GRAPHS
+    sampler_steps: int | None = None
+    check: bool = True
+    tolerance: float = PARITY_TOLERANCE
+    external_data: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 18 <= self.opset <= 23:
+            raise ValueError(f"opset must be an integer in [18, 23], got {self.opset!r}")
+        if self.exporter not in EXPORTERS:
+            raise ValueError(f"exporter must be one of {list(EXPORTERS)}, got {self.exporter!r}")
+        if self.precision not in EXPORT_PRECISIONS:
+            raise ValueError(f"precision must be one of {list(EXPORT_PRECISIONS)}, got {self.precision!r}")
+        bad = [g for g in self.graphs if g not in GRAPHS]
+        if not self.graphs or bad or len(set(self.graphs)) != len(self.graphs):
+            raise ValueError(f"graphs must be distinct names from {list(GRAPHS)}, got {self.graphs!r}")
+        if self.sampler_steps is not None:
+            _steps(self.sampler_steps)
+        if not (isinstance(self.tolerance, int | float) and 0 < self.tolerance < 1):
+            raise ValueError(f"tolerance must be a number in (0, 1), got {self.tolerance!r}")
+        if self.external_data not in EXTERNAL_DATA:
+            raise ValueError(
+                f"external_data must be one of {list(EXTERNAL_DATA)}, got {self.external_data!r}"
+            )
+
+
+# ---------------------------------------------------------------------------------- graph modules
+class EncoderGraph(nn.Module):
+    """(pixel_values, input_ids, attention_mask, state_norm) -> condition (B, C) in the model dtype."""
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, pixel_values, input_ids, attention_mask, state_norm):  # noqa: D102
+        return self.policy.encode_observation(pixel_values, input_ids, attention_mask, state_norm)
+
+
+class DenoiserGraph(nn.Module):
+    """(noisy (B, T, Da) f32, timestep (B,) i64, condition (B, C)) -> eps (B, T, Da) f32."""
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, noisy, timestep, condition):  # noqa: D102
+        return self.policy.denoise(noisy, timestep, condition).float()
+
+
+class DenoiseStepGraph(nn.Module):
+    """Denoiser + one DDIM update (coefficients as in DDIMPlan): -> prev_sample (B, T, Da) f32."""
+
+    def __init__(self, policy: Any, plan: DDIMPlan) -> None:
+        super().__init__()
+        self.policy = policy
+        self.clip = plan.clip
+        self.clip_range = plan.clip_range
+
+    def forward(self, sample, timestep, condition, coefficients):  # noqa: D102
+        eps = self.policy.denoise(sample, timestep, condition).float()  # (B, T, Da)
+        x0 = (sample - coefficients[1] * eps) / coefficients[0]
+        if self.clip:
+            x0 = x0.clamp(-self.clip_range, self.clip_range)
+        return coefficients[2] * x0 + coefficients[3] * eps
+
+
+class SamplerGraph(nn.Module):
+    """The whole DDIM loop of ``plan`` unrolled: (condition (B, C), noise (B, T, Da)) -> x_0 (B, T, Da)."""
+
+    def __init__(self, policy: Any, plan: DDIMPlan) -> None:
+        super().__init__()
+        self.step = DenoiseStepGraph(policy, plan)
+        self.timesteps = [int(t) for t in plan.timesteps]
+        self.register_buffer("coefficients", torch.from_numpy(plan.coefficients.copy()), persistent=False)
+
+    def forward(self, condition, noise):  # noqa: D102
+        x = noise.float()
+        zeros = torch.zeros_like(noise[:, 0, 0], dtype=torch.long)  # (B,): keeps the batch dynamic
+        for i, t in enumerate(self.timesteps):
+            x = self.step(x, zeros + t, condition, self.coefficients[i])
+        return x
+
+
+# ---------------------------------------------------------------------------------- manifest
+def weights_digest(directory: str | Path) -> str:
+    """sha256 (hex) of the checkpoint's model.safetensors."""
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {directory} lacks {WEIGHTS_FILE}")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 23):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def graph_config(config: Any) -> dict[str, Any]:
+    """The config fields baked into the encoder/denoiser graphs (JSON-safe)."""
+    return {k: v for k, v in config.to_dict().items() if k not in SCHEDULE_FIELDS}
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any] | None:
+    """The ONNX manifest of a checkpoint directory, or None when there is none or it is unreadable."""
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def manifest_problem(directory: str | Path, files: list[str], digest: str | None = None) -> str | None:
+    """Why the ONNX ``files`` of ``directory`` cannot be used with its weights (None: they can)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        return f"no valid {MANIFEST_FILE} in {directory}"
+    config, _ = read_checkpoint_config(directory)
+    if manifest.get("graph_config") != graph_config(config):
+        return f"{MANIFEST_FILE} was written for another model configuration"
+    if manifest.get("weights_sha256") != (digest or weights_digest(directory)):
+        return f"{MANIFEST_FILE} was written for other weights ({WEIGHTS_FILE} changed since the export)"
+    for name in files:
+        if name not in manifest.get("graphs", {}) or not (directory / name).is_file():
+            return f"{name} has not been exported in {directory}"
+    return None
+
+
+def _versions() -> dict[str, str]:
+    out = {"torch": torch.__version__}
+    for mod in ("onnx", "onnxruntime"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            out[mod] = "missing"
+    return out
+
+
+# ---------------------------------------------------------------------------------- export
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError("ONNX export needs the onnx package: pip install onnx==1.23.2") from exc
+    return onnx
+
+
+def load_export_policy(directory: str | Path, precision: str = "fp32") -> Any:
+    """The checkpoint's TinyVLAPolicy on CPU, LoRA merged, eval mode, in ``precision``."""
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    policy = TinyVLAPolicy.from_pretrained(directory, map_location="cpu")
+    if policy.lora_applied:
+        policy.merge_lora()
+    policy = policy.eval().requires_grad_(False)
+    return policy.half() if precision == "fp16" else policy
+
+
+def example_inputs(policy: Any, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded inputs for every graph: ``batch`` observations, prompts of different lengths (padding)."""
+    c = policy.config
+    gen = torch.Generator().manual_seed(seed)
+    texts = ["pick up the red cube", "put the small blue bowl into the top drawer and close it slowly"]
+    ids, mask = policy.tokenize_batch([texts[i % 2] for i in range(batch)])
+    with torch.inference_mode():
+        pixels = torch.rand((batch, c.num_cameras, 3, c.image_size, c.image_size), generator=gen)
+        state = torch.randn((batch, c.state_dim), generator=gen)
+        condition = policy.encode_observation(pixels, ids, mask, state)
+    return {
+        "pixel_values": pixels,
+        "input_ids": ids,
+        "attention_mask": mask,
+        "state_norm": state,
+        "condition": condition.clone(),
+        "noisy": torch.randn((batch, c.chunk_len, c.action_dim), generator=gen),
+        "timestep": torch.randint(0, c.num_train_steps, (batch,), generator=gen),
+    }
+
+
+def _module_and_args(graph: str, policy: Any, plan: DDIMPlan, ex: dict[str, torch.Tensor]) -> tuple:
+    if graph == "encoder":
+        return EncoderGraph(policy), tuple(ex[k] for k in IO_NAMES["encoder"][0])
+    if graph == "denoiser":
+        return DenoiserGraph(policy), (ex["noisy"], ex["timestep"], ex["condition"])
+    coefficients = torch.from_numpy(plan.coefficients[0].copy())
+    if graph == "denoise_step":
+        return DenoiseStepGraph(policy, plan), (ex["noisy"], ex["timestep"], ex["condition"], coefficients)
+    return SamplerGraph(policy, plan), (ex["condition"], ex["noisy"])
+
+
+def resolved_exporter(cfg: ExportConfig) -> str:
+    """The exporter "auto" stands for: torchscript (fast tracing) for fp32, dynamo for fp16."""
+    if cfg.exporter != "auto":
+        return cfg.exporter
+    return "torchscript" if cfg.precision == "fp32" else "dynamo"
+
+
+def _trace_to_file(
+    module: nn.Module, args: tuple, path: Path, graph: str, cfg: ExportConfig, text: int
+) -> None:
+    """Trace ``module`` on ``args`` into the ONNX file ``path``; ``text``: largest prompt length."""
+    inputs, outputs = IO_NAMES[graph]
+    names = dict(input_names=list(inputs), output_names=list(outputs), opset_version=cfg.opset)
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python branches on constant shapes
+        if resolved_exporter(cfg) == "torchscript":
+            dyn = {n: _DYNAMIC[n] for n in (*inputs, *outputs) if n in _DYNAMIC}
+            torch.onnx.export(module, args, str(path), dynamo=False, dynamic_axes=dyn, **names)
+            return
+        dims = {
+            "batch": torch.export.Dim("batch", min=1, max=1024),
+            "text": torch.export.Dim("text", min=2, max=text),
+        }
+        shapes = tuple({axis: dims[dim] for axis, dim in _DYNAMIC.get(name, {}).items()} for name in inputs)
+        program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=shapes, optimize=True, **names)
+        program.save(str(path), external_data=True)
+
+
+def _finalise(tmp: Path, final: Path, cfg: ExportConfig) -> int:
+    """Validate the traced file and write it to ``final`` (weights external when large); returns bytes."""
+    onnx = _onnx()
+    model = onnx.load(str(tmp), load_external_data=True)
+    size = sum(t.ByteSize() for t in model.graph.initializer)
+    external = cfg.external_data == "always" or (cfg.external_data == "auto" and size > EXTERNAL_DATA_BYTES)
+    data_name = final.name + ".data"
+    (final.parent / data_name).unlink(missing_ok=True)
+    part = final.with_name(final.name + ".tmp")
+    if external:
+        onnx.save_model(model, str(part), save_as_external_data=True, location=data_name, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(part))
+    onnx.checker.check_model(str(part))
+    os.replace(part, final)
+    return size
+
+
+def export_graph(policy: Any, graph: str, out_dir: Path, cfg: ExportConfig, plan: DDIMPlan) -> dict[str, Any]:
+    """Trace one graph to ``out_dir``; returns its manifest entry."""
+    steps = len(plan) if graph == "sampler" else None
+    name = graph_file(graph, cfg.precision, steps)
+    example = example_inputs(policy)
+    module, args = _module_and_args(graph, policy, plan, example)
+    tmp_dir = out_dir / f".export-{os.getpid()}-{graph}"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        start = time.perf_counter()
+        _trace_to_file(module.eval(), args, tmp_dir / name, graph, cfg, policy.config.max_text_tokens)
+        size = _finalise(tmp_dir / name, out_dir / name, cfg)
+    finally:
+        for item in tmp_dir.iterdir():
+            item.unlink()
+        tmp_dir.rmdir()
+    inputs, outputs = IO_NAMES[graph]
+    entry = {"graph": graph, "precision": cfg.precision, "inputs": list(inputs), "outputs": list(outputs)}
+    entry.update(bytes=size, seconds=round(time.perf_counter() - start, 3), exporter=resolved_exporter(cfg))
+    if steps is not None:
+        entry["num_inference_steps"] = steps
+    return {name: entry}
+
+
+def export_checkpoint(
+    directory: str | Path, cfg: ExportConfig | None = None, log: Any = None, policy: Any = None
+) -> dict[str, Any]:
+    """Export ``cfg.graphs`` of the checkpoint in ``directory`` beside it; returns the manifest.
+
+    Existing graphs of the same weights are kept in the manifest (export adds to it). With
+    ``cfg.check`` every new graph is compared with torch and ExportError is raised (files are
+    left for inspection, the manifest is not updated) when a difference exceeds cfg.tolerance.
+    """
+    cfg = cfg or ExportConfig()
+    out = Path(directory)
+    log = log or (lambda _msg: None)
+    read_checkpoint_config(out)  # a clear error for a missing directory or a foreign config.json
+    digest = weights_digest(out)
+    policy = policy if policy is not None else load_export_policy(out, cfg.precision)
+    plan = DDIMPlan.from_config(policy.config, cfg.sampler_steps)
+    entries: dict[str, Any] = {}
+    for graph in cfg.graphs:
+        entry = export_graph(policy, graph, out, cfg, plan)
+        log(f"exported {next(iter(entry))} in {next(iter(entry.values()))['seconds']:.1f} s")
+        entries.update(entry)
+    parity = None
+    if cfg.check:
+        from tinyvla_ros.vla.engine_onnx import parity_report  # ORT side lives with the engine
+
+        parity = parity_report(out, policy, list(entries), plan, cfg.tolerance)
+        log("parity (max abs diff vs torch): " + json.dumps(parity["max_abs_diff"]))
+        if not parity["ok"]:
+            raise ExportError(f"ONNX output differs from torch by more than {cfg.tolerance}: {parity}")
+    return _write_manifest(out, policy.config, digest, entries, cfg, plan, parity)
+
+
+def _write_manifest(
+    out: Path, config: Any, digest: str, entries: dict, cfg: ExportConfig, plan: DDIMPlan, parity: Any
+) -> dict[str, Any]:
+    old = read_manifest(out)
+    same = (
+        old is not None
+        and old.get("weights_sha256") == digest
+        and old.get("graph_config") == graph_config(config)
+    )
+    graphs = {**(old.get("graphs", {}) if same else {}), **entries}
+    checks = {**(old.get("parity", {}) if same else {}), **{name: parity for name in entries}}
+    manifest = {
+        "format": FORMAT,
+        "weights_sha256": digest,
+        "graph_config": graph_config(config),
+        "opset": cfg.opset,
+        "versions": _versions(),
+        "ddim": plan.to_dict(),
+        "graphs": graphs,
+        "parity": checks,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tmp = out / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, out / MANIFEST_FILE)
+    return manifest
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tinyvla-export", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "checkpoint_dir", help="TinyVLA checkpoint directory (config.json, model.safetensors)"
+    )
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument(
+        "--check", dest="check", action="store_true", default=True, help="parity vs torch (default)"
+    )
+    check.add_argument("--no-check", dest="check", action="store_false", help="skip the parity check")
+    parser.add_argument("--precision", choices=EXPORT_PRECISIONS, default="fp32")
+    parser.add_argument("--graphs", nargs="+", choices=GRAPHS, default=list(DEFAULT_GRAPHS))
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps of the sampler graph")
+    parser.add_argument(
+        "--exporter", choices=EXPORTERS, default="auto", help="auto: torchscript fp32, dynamo fp16"
+    )
+    parser.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE, help="max abs diff (fp32)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (0 ok, 1 parity failure, 2 bad input)."""
+    args = _parse(argv)
+    try:
+        cfg = ExportConfig(
+            opset=args.opset,
+            exporter=args.exporter,
+            precision=args.precision,
+            graphs=tuple(args.graphs),
+            sampler_steps=args.steps,
+            check=args.check,
+            tolerance=args.tolerance,
+        )
+        manifest = export_checkpoint(args.checkpoint_dir, cfg, log=lambda m: print(m, flush=True))
+    except ExportError as exc:
+        print(f"tinyvla-export: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"tinyvla-export: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {', '.join(sorted(manifest['graphs']))} and {MANIFEST_FILE} in {args.checkpoint_dir}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = [
+    "DEFAULT_GRAPHS",
+    "GRAPHS",
+    "MANIFEST_FILE",
+    "ExportConfig",
+    "ExportError",
+    "example_inputs",
+    "export_checkpoint",
+    "graph_file",
+    "main",
+    "manifest_problem",
+    "read_manifest",
+    "weights_digest",
+]

@@ -12,7 +12,7 @@ Writes benchmarks/results/data.json (tables for benchmarks/RESULTS.md). Figures:
 
 Usage::
 
-    MUJOCO_GL=egl .venv/bin/python benchmarks/bench_data.py           # 6 episodes, 20 steps per preset
+    MUJOCO_GL=egl .venv/bin/python benchmarks/bench_data.py           # 6 episodes, 12 steps per preset
     MUJOCO_GL=egl .venv/bin/python benchmarks/bench_data.py --quick   # 2 episodes, 6 steps
 """
 
@@ -188,7 +188,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     seeds = [0] if args.quick else [0, 1, 2]
-    steps = 6 if args.quick else 20
+    steps = 6 if args.quick else 12
     tables, notes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

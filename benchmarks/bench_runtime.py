@@ -141,8 +141,8 @@ class Probe:
     def close(self) -> None:
         import rclpy
 
-        self.sensors.destroy()
         self.executor.shutdown(timeout_sec=2.0)
+        self.sensors.destroy()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
 

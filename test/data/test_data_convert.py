@@ -123,3 +123,26 @@ def test_only_successful_bags_and_overwrite(tmp_path):
         convert_bags([tmp_path / "ok"], tmp_path / "ds", LAYOUT)
     info = convert_bags([tmp_path / "ok"], tmp_path / "ds", LAYOUT, overwrite=True)
     assert len(info.episodes) == 1 and len(list((tmp_path / "ds" / "episodes").iterdir())) == 1
+
+
+def test_convert_command_line(tmp_path, capsys):
+    from tinyvla_ros.data.convert import main
+
+    write_synthetic_bag(tmp_path / "bags" / "one", steps=5)
+    (tmp_path / "layout.yaml").write_text(
+        "cameras: {a: /cam_a}\nstate_names: [j0, j1]\naction_names: [a0, a1]\naction_topic: /action\nfps: 10\n"
+    )
+    argv = [
+        str(tmp_path / "bags"),
+        "--out",
+        str(tmp_path / "ds"),
+        "--layout",
+        str(tmp_path / "layout.yaml"),
+        "--image-size",
+        "8x8",
+    ]
+    assert main(argv) == 0
+    assert "1 episodes, 5 steps (5 valid) at 10 Hz" in capsys.readouterr().out
+    assert load_info(tmp_path / "ds").image_shapes == {"a": [8, 8, 3]}
+    assert main([str(tmp_path / "bags"), "--out", str(tmp_path / "ds2")]) == 2  # no layout: a clear error
+    assert "tinyvla_layout" in capsys.readouterr().err

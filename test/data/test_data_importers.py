@@ -235,3 +235,25 @@ def test_lerobot_errors(tmp_path):
     )
     with pytest.raises(DatasetError, match="v1.6"):
         import_lerobot(tmp_path, tmp_path / "ds")
+
+
+def test_import_command_line(tmp_path, capsys):
+    from tinyvla_ros.data.importers import main
+
+    (tmp_path / "raw").mkdir()
+    _write_act_hdf5(tmp_path / "raw" / "episode_0.hdf5", 5, False, "stack cups")
+    argv = [
+        "hdf5",
+        str(tmp_path / "raw"),
+        "--out",
+        str(tmp_path / "ds"),
+        "--fps",
+        "30",
+        "--camera",
+        "left=cam_high",
+    ]
+    assert main(argv) == 0
+    assert "1 episodes, 5 steps at 30 Hz" in capsys.readouterr().out
+    assert load_info(tmp_path / "ds").camera_names == ("cam_high", "right")
+    assert main(["lerobot", str(tmp_path / "raw"), "--out", str(tmp_path / "ds2")]) == 2
+    assert "meta/info.json" in capsys.readouterr().err

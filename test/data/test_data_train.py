@@ -141,7 +141,9 @@ def test_resumed_training_equals_uninterrupted_training(demo_dataset, tmp_path):
     straight = Trainer(_cfg(demo_dataset, tmp_path / "a")).run()
     stopped = Trainer(_cfg(demo_dataset, tmp_path / "b", stop_after=2)).run()
     assert stopped.name == "step_00000002" and not (tmp_path / "b" / "final").exists()
-    resumed = Trainer(_cfg(demo_dataset, tmp_path / "b", resume=True)).run()
+    resumed = Trainer(
+        _cfg(demo_dataset, tmp_path / "b", resume=True, num_workers=1)
+    ).run()  # a worker process too
     a = load_file(str(straight / "model.safetensors"))
     b = load_file(str(resumed / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -157,19 +159,59 @@ def test_resumed_training_equals_uninterrupted_training(demo_dataset, tmp_path):
         Trainer(_cfg(demo_dataset, tmp_path / "a")).run()
 
 
-def test_lora_run_uses_two_learning_rates_and_writes_a_merged_checkpoint(demo_dataset, tmp_path):
+def _llava_pythia_dir(path, seed: int = 0):
+    """A nano-sized VLM written in the official Llava-Pythia layout (config.json, weights with the
+    transformers-4.x key names, tokenizer): what a downloaded initialiser looks like."""
+    from safetensors.torch import save_file
+
+    from tinyvla_ros.vla.config import get_config
     from tinyvla_ros.vla.policy import TinyVLAPolicy
 
-    trainer = Trainer(_cfg(demo_dataset, tmp_path / "lora", lora=True, steps=2, lr_lora=2e-4, lr_base=2e-5))
-    assert [g["initial_lr"] if "initial_lr" in g else g["lr"] for g in trainer.optimizer.param_groups] == [
-        2e-4,
-        2e-5,
-    ]
+    torch.manual_seed(seed)
+    policy = TinyVLAPolicy(get_config("nano"))
+    c = policy.config
+    prefixes = {"backbone.vision.": "gpt_neox.vision_tower.vision_model.", "backbone.projector.": "gpt_neox.mm_projector.",
+                "backbone.llm.": "gpt_neox."}  # fmt: skip
+    state = {}
+    for key, value in policy.state_dict().items():
+        for ours, theirs in prefixes.items():
+            if key.startswith(ours):
+                state[theirs + key[len(ours) :]] = value.contiguous()
+    state["embed_out.weight"] = torch.zeros(c.llm.vocab_size, c.llm.hidden_size)
+    path.mkdir(parents=True)
+    save_file(state, str(path / "model.safetensors"))
+    tower = {"hidden_size": c.vision.hidden_size, "intermediate_size": c.vision.intermediate_size,
+             "num_hidden_layers": c.vision.num_layers, "num_attention_heads": c.vision.num_heads,
+             "patch_size": c.vision.patch_size, "image_size": c.image_size, "mm_vision_select_layer": -2}  # fmt: skip
+    config = {"model_type": "llava_pythia", "hidden_size": c.llm.hidden_size, "intermediate_size": c.llm.intermediate_size,
+              "num_hidden_layers": c.llm.num_layers, "num_attention_heads": c.llm.num_heads,
+              "vocab_size": c.llm.vocab_size, "rotary_pct": 0.25, "vision_config": {"vision_tower": tower,
+              "mm_projector": {"mm_projector_type": "mlp2x_gelu", "mm_hidden_size": c.vision.hidden_size,
+                               "hidden_size": c.llm.hidden_size}}}  # fmt: skip
+    (path / "config.json").write_text(json.dumps(config))
+    policy.tokenizer.save_pretrained(str(path))
+    return state
+
+
+def test_training_from_a_llava_pythia_initialiser_uses_lora_and_writes_a_merged_checkpoint(
+    demo_dataset, tmp_path
+):
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    vlm = _llava_pythia_dir(tmp_path / "llava-pythia-nano")
+    trainer = Trainer(
+        _cfg(demo_dataset, tmp_path / "lora", init=str(tmp_path / "llava-pythia-nano"), steps=2)
+    )
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [2e-4, 2e-5]  # LoRA, projector + head
+    assert trainer.policy.lora_applied and trainer.policy.config.name == "llava-pythia"
     summary = trainer.policy.parameter_summary()
     assert 0 < summary["trainable"] < summary["total"]
+    torch.testing.assert_close(
+        trainer.policy.backbone.projector[0].weight, vlm["gpt_neox.mm_projector.0.weight"], rtol=0, atol=0
+    )
     final = trainer.run()
     config = json.loads((final / "config.json").read_text())
-    assert config["lora_applied"] is False
+    assert config["lora_applied"] is False and config["tokenizer"] == "external"
     policy = TinyVLAPolicy.from_pretrained(final)
     info = load_info(demo_dataset)
     stats = json.loads((demo_dataset / "stats.json").read_text())

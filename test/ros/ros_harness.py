@@ -141,9 +141,9 @@ class Rig:
         return None
 
     def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
         if self.sensors is not None:
             self.sensors.destroy()
-        self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
         self._thread.join(timeout=5.0)

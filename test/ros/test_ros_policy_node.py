@@ -78,3 +78,12 @@ def test_bad_parameter_is_a_clear_error(context):
         make_node(context, inference_rate=-1.0)
     with pytest.raises(ValueError, match="cameras.zed_left.*transport.*ftp"):
         make_node(context, **{"cameras.zed_left.transport": "ftp"})
+
+
+def test_unknown_engine_fails_configure_naming_it(context, franka_checkpoint):
+    node = make_node(context, checkpoint=str(franka_checkpoint), engine="warp_drive")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "warp_drive" in node.report()[1]
+    finally:
+        node.destroy_node()

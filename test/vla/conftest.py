@@ -18,8 +18,12 @@ torch.set_num_threads(1)
 def random_normalizer(action_dim: int, state_dim: int, seed: int = 0) -> Normalizer:
     """Statistics of random 'robot units' data (non-trivial scales and offsets)."""
     rng = np.random.default_rng(seed)
-    actions = rng.normal(loc=rng.uniform(-2, 2, action_dim), scale=rng.uniform(0.1, 1.5, action_dim), size=(500, action_dim))
-    states = rng.normal(loc=rng.uniform(-1, 1, state_dim), scale=rng.uniform(0.05, 2.0, state_dim), size=(500, state_dim))
+    actions = rng.normal(
+        loc=rng.uniform(-2, 2, action_dim), scale=rng.uniform(0.1, 1.5, action_dim), size=(500, action_dim)
+    )
+    states = rng.normal(
+        loc=rng.uniform(-1, 1, state_dim), scale=rng.uniform(0.05, 2.0, state_dim), size=(500, state_dim)
+    )
     return Normalizer.from_data(actions, states)
 
 
@@ -31,7 +35,9 @@ def make_policy() -> Callable[..., TinyVLAPolicy]:
         config = get_config(preset, **overrides)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            policy = TinyVLAPolicy(config, normalizer=random_normalizer(config.action_dim, config.state_dim, seed))
+            policy = TinyVLAPolicy(
+                config, normalizer=random_normalizer(config.action_dim, config.state_dim, seed)
+            )
         return policy.eval()
 
     return _make
@@ -51,10 +57,14 @@ def train_batch(policy: TinyVLAPolicy, batch_size: int = 3, seed: int = 0) -> di
     low, high = torch.as_tensor(norm.action_low).float(), torch.as_tensor(norm.action_high).float()
     actions = low + (high - low) * torch.rand(batch_size, c.chunk_len, c.action_dim, generator=g)
     return {
-        "images": torch.randint(0, 256, (batch_size, c.num_cameras, 3, c.image_size, c.image_size), generator=g, dtype=torch.uint8),
-        "instruction": ["pick up the red cube", "open the top drawer slowly", "stack the blue block on the green one"][
-            :batch_size
-        ]
+        "images": torch.randint(
+            0, 256, (batch_size, c.num_cameras, 3, c.image_size, c.image_size), generator=g, dtype=torch.uint8
+        ),
+        "instruction": [
+            "pick up the red cube",
+            "open the top drawer slowly",
+            "stack the blue block on the green one",
+        ][:batch_size]
         + ["go"] * max(0, batch_size - 3),
         "state": torch.as_tensor(norm.state_mean).float() + torch.randn(batch_size, c.state_dim, generator=g),
         "actions": actions,

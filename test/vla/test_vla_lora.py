@@ -36,7 +36,10 @@ def test_lora_targets_and_freezing(make_policy, variant):
     assert _adapted(policy, "vision") == set(LORA_TARGETS[variant]["vision"])
     c = policy.config
     per_llm = len(LORA_TARGETS[variant]["llm"])
-    assert counts == {"llm": per_llm * c.llm.num_layers, "vision": len(LORA_TARGETS[variant]["vision"]) * c.vision.num_layers}
+    assert counts == {
+        "llm": per_llm * c.llm.num_layers,
+        "vision": len(LORA_TARGETS[variant]["vision"]) * c.vision.num_layers,
+    }
     for name, param in policy.named_parameters():
         in_backbone_base = name.startswith(("backbone.llm.", "backbone.vision.")) and "lora_" not in name
         assert param.requires_grad == (not in_backbone_base), name

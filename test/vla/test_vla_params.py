@@ -37,7 +37,9 @@ def test_head_grows_with_llm_width_only_through_the_condition():
 
 def test_action_dim_changes_only_the_head():
     franka = meta_policy("tinyvla-h").parameter_summary()["parts"]
-    ur5 = meta_policy("tinyvla-h", action_dim=14, state_dim=14, camera_names=("l", "r", "top")).parameter_summary()
+    ur5 = meta_policy(
+        "tinyvla-h", action_dim=14, state_dim=14, camera_names=("l", "r", "top")
+    ).parameter_summary()
     for part in ("vision", "projector", "llm"):
         assert ur5["parts"][part] == franka[part]
     assert ur5["parts"]["head"] != franka["head"]

@@ -23,7 +23,9 @@ def test_shapes_for_cameras_and_action_dims(make_policy, n_cams, action_dim):
     chunk = policy.predict_chunk(camera_images(n_cams), "pick up the cube", np.zeros(c.state_dim), seed=0)
     assert chunk.shape == (16, action_dim) and chunk.dtype == np.float32
     # robot units: inside the normaliser's range (unnormalisation clips to [-1, 1] first)
-    assert np.all(chunk >= policy.normalizer.action_low - 1e-5) and np.all(chunk <= policy.normalizer.action_high + 1e-5)
+    assert np.all(chunk >= policy.normalizer.action_low - 1e-5) and np.all(
+        chunk <= policy.normalizer.action_high + 1e-5
+    )
 
 
 def test_tensor_pieces_shapes(make_policy):
@@ -33,7 +35,9 @@ def test_tensor_pieces_shapes(make_policy):
     assert pixels.shape == (2, 3, c.image_size, c.image_size) and pixels.dtype == torch.float32
     assert 0.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0
     ids, mask = policy.tokenize("open the drawer")
-    assert ids.shape == mask.shape and ids.shape[0] == 1 and ids[0, policy.image_position] == IMAGE_TOKEN_INDEX
+    assert (
+        ids.shape == mask.shape and ids.shape[0] == 1 and ids[0, policy.image_position] == IMAGE_TOKEN_INDEX
+    )
     with torch.no_grad():
         cond = policy.encode_observation(pixels[None], ids, mask, torch.zeros(1, c.state_dim))
         assert cond.shape == (1, c.cond_dim)
@@ -49,7 +53,9 @@ def test_tensor_pieces_shapes(make_policy):
 def test_vision_features_equal_the_selected_hidden_state(make_policy):
     """Skipping the unused last CLIP layer gives exactly hidden_states[select_layer]."""
     policy = make_policy()
-    pixels = torch.rand(2, 3, policy.config.image_size, policy.config.image_size, generator=torch.Generator().manual_seed(0))
+    pixels = torch.rand(
+        2, 3, policy.config.image_size, policy.config.image_size, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         ours = policy.backbone.vision_features(pixels)
         full = policy.backbone.vision(pixel_values=pixels, output_hidden_states=True).hidden_states
@@ -84,7 +90,10 @@ def test_batch_equals_single_and_padding_is_not_pooled(make_policy):
 def test_official_unmasked_pooling_sees_padding(make_policy):
     masked = make_policy(pooling="masked")
     unmasked = make_policy(pooling="all")
-    assert torch.equal(masked.state_dict()["head.condition.combine.weight"], unmasked.state_dict()["head.condition.combine.weight"])
+    assert torch.equal(
+        masked.state_dict()["head.condition.combine.weight"],
+        unmasked.state_dict()["head.condition.combine.weight"],
+    )
     pixels = torch.rand(1, 2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     ids, mask = masked.tokenize("go")
     pad = masked.prompt.pad_id
@@ -118,7 +127,9 @@ def test_policy_loss_uses_the_pad_mask(make_policy):
     batch = train_batch(policy, batch_size=2)
     no_pad = {k: v for k, v in batch.items() if k != "action_pad"}
     l_none = policy(no_pad, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(l_none, policy(batch, generator=torch.Generator().manual_seed(3)))  # all False == no mask
+    assert torch.equal(
+        l_none, policy(batch, generator=torch.Generator().manual_seed(3))
+    )  # all False == no mask
     batch["action_pad"][:, 8:] = True
     assert not torch.equal(l_none, policy(batch, generator=torch.Generator().manual_seed(3)))
     batch["action_pad"][:] = True
@@ -133,13 +144,20 @@ def test_forward_accepts_token_ids_and_float_images(make_policy):
     as_ids = dict(batch, input_ids=ids, attention_mask=mask, images=batch["images"].float() / 255.0)
     del as_ids["instruction"]
     g = torch.Generator().manual_seed(4)
-    assert torch.allclose(policy(batch, generator=g), policy(as_ids, generator=torch.Generator().manual_seed(4)))
+    assert torch.allclose(
+        policy(batch, generator=g), policy(as_ids, generator=torch.Generator().manual_seed(4))
+    )
 
 
 def test_backward_reaches_every_part(make_policy):
     policy = make_policy().train()
     policy(train_batch(policy, batch_size=2)).backward()
-    for part in (policy.backbone.vision.embeddings, policy.backbone.projector, policy.backbone.llm, policy.head):
+    for part in (
+        policy.backbone.vision.embeddings,
+        policy.backbone.projector,
+        policy.backbone.llm,
+        policy.head,
+    ):
         grads = [p.grad for p in part.parameters() if p.requires_grad]
         assert grads and all(g is not None for g in grads), type(part).__name__
         assert sum(float(g.abs().sum()) for g in grads) > 0
@@ -148,7 +166,11 @@ def test_backward_reaches_every_part(make_policy):
 @pytest.mark.parametrize(
     ("key", "value", "pattern"),
     [
-        ("images", torch.zeros(2, 3, 3, 64, 64, dtype=torch.uint8), r"batch\['images'\] must have shape \(2, 2, 3, 64, 64\)"),
+        (
+            "images",
+            torch.zeros(2, 3, 3, 64, 64, dtype=torch.uint8),
+            r"batch\['images'\] must have shape \(2, 2, 3, 64, 64\)",
+        ),
         ("state", torch.zeros(2, 3), r"batch\['state'\] must have shape \(2, 7\)"),
         ("actions", torch.zeros(2, 8, 10), r"batch\['actions'\] must have shape \(2, 16, 10\)"),
         ("images", torch.zeros(2, 2, 3, 64, 64, dtype=torch.int32), "images must be uint8 or float"),

@@ -465,3 +465,57 @@ def find_bags(paths: Sequence[str | Path]) -> list[Path]:
         else:
             raise DatasetError(f"{str(p)!r} is neither a bag nor a directory of bags")
     return found
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, sep, w = text.lower().partition("x")
+    if not sep:
+        raise ValueError(f"image size must look like HxW (e.g. 180x320), got {text!r}")
+    return int(h), int(w)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tinyvla-convert BAG_OR_DIR ... --out DATASET [--layout layout.yaml] [options]``"""
+    import argparse
+    import sys
+
+    from tinyvla_ros.data.episodes import dataset_size_bytes
+
+    p = argparse.ArgumentParser(prog="tinyvla-convert", description=__doc__.split("\n\n")[0])
+    p.add_argument("bags", nargs="+", help="bag directories, or directories holding bags")
+    p.add_argument("--out", required=True, help="dataset directory to write")
+    p.add_argument("--layout", default="", help="YAML/JSON BagLayout (needed for bags not recorded by us)")
+    p.add_argument(
+        "--max-side", type=int, default=320, help="downscale frames so the longer side fits (0: keep)"
+    )
+    p.add_argument("--image-size", default="", help="resize every frame to HxW instead")
+    p.add_argument("--max-gap", type=float, default=0.25, help="seconds after which a frame/state is stale")
+    p.add_argument("--instruction", default="", help="instruction for bags that carry none")
+    p.add_argument("--only-success", action="store_true", help="skip bags whose metadata says success: false")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        cfg = ConvertConfig(
+            image_size=_size(args.image_size) if args.image_size else None,
+            max_side=args.max_side,
+            max_gap=args.max_gap,
+            only_success=args.only_success,
+            instruction=args.instruction,
+        )
+        layout = BagLayout.load(args.layout) if args.layout else None
+        info = convert_bags(
+            find_bags(args.bags), args.out, layout, cfg, overwrite=args.overwrite, progress=True
+        )
+    except (ValueError, OSError, BagError) as exc:
+        print(f"tinyvla-convert: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    valid = sum(e["valid_steps"] for e in info.episodes)
+    print(
+        f"{args.out}: {len(info.episodes)} episodes, {info.total_steps} steps ({valid} valid) at {info.fps:g} Hz, "
+        f"cameras {list(info.camera_names)} {info.image_shapes}, {dataset_size_bytes(args.out) / 1e6:.1f} MB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

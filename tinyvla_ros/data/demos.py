@@ -5,8 +5,10 @@ drivers and our nodes publish it, stamped with simulation time (bag time = ``sta
 sim time, so /clock from a player never starts at zero):
 
     <camera topic>     sensor_msgs/Image in the driver's encoding (ZED bgra8, RealSense rgb8),
-                       header.stamp = render time, one frame per control step
-    /joint_states      sensor_msgs/JointState (every reported joint: arms + grippers)
+                       header.stamp = render time, one frame per control step, received (bag
+                       time) ``camera_latency`` (5 ms) after its stamp, like a real camera's frames
+    /joint_states      sensor_msgs/JointState (every reported joint: arms + grippers), received
+                       at its stamp
     /tinyvla/action    sensor_msgs/JointState named by the policy's action names: the expert's
                        arm joint targets and gripper commands (0 closed .. 1 open) at that step
     /instruction       std_msgs/String, latched

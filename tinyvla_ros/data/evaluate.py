@@ -32,7 +32,8 @@ from tinyvla_ros.data.demos import SETUPS, graph_parameters
 @dataclass(frozen=True)
 class EvalConfig:
     """setup; tasks (None: all); seeds: episode seeds (scene layout); policy_seed: diffusion noise
-    seed (-1: fresh noise); execution_mode: "" = the params file's; max_seconds: 0 = per-task default."""
+    seed (-1: fresh noise; chunk i of an episode uses policy_seed + i); execution_mode: "" = the
+    params file's; max_seconds: 0 = per-task default; engine/device: as tinyvla_ros.vla.engines."""
 
     setup: str = "franka"
     tasks: tuple[str, ...] | None = None
@@ -42,6 +43,7 @@ class EvalConfig:
     max_seconds: float = 0.0
     image_width: int = 128
     image_height: int = 96
+    engine: str = "torch"
     device: str = "cpu"
     num_threads: int = 0
 
@@ -203,7 +205,7 @@ def evaluate(checkpoint: str | Path, cfg: EvalConfig | None = None, progress: bo
         "state_dim": len(params["state_joint_names"]),
         "action_dim": len(params["action_names"]),
     }
-    engine = load_engine(checkpoint, "torch", cfg.device, "fp32", expected, cfg.num_threads)
+    engine = load_engine(checkpoint, cfg.engine, cfg.device, "fp32", expected, cfg.num_threads)
     dt = float(params.get("action_dt", 0.05))
     env = make_env(cfg.setup, image_width=cfg.image_width, image_height=cfg.image_height, control_dt=dt)
     results = EvalResults(cfg.setup, str(checkpoint))
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=0.0, help="episode time limit (0: per-task default)")
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--height", type=int, default=96)
+    p.add_argument("--engine", default="torch", help="inference engine (torch, onnx, ...: see vla.engines)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default="", help="also write the results as JSON here")
     args = p.parse_args(argv)
@@ -250,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             max_seconds=args.max_seconds,
             image_width=args.width,
             image_height=args.height,
+            engine=args.engine,
             device=args.device,
         )
         results = evaluate(args.checkpoint, cfg, progress=True)

@@ -460,3 +460,59 @@ def import_lerobot(
             )
         writer.add(episode)
     return writer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``tinyvla-import hdf5 FILE ... --out DATASET`` or ``tinyvla-import lerobot ROOT --out DATASET``"""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="tinyvla-import", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="kind", required=True)
+    h5 = sub.add_parser("hdf5", help="TinyVLA / ACT episode files")
+    h5.add_argument("files", nargs="+", help="episode_*.hdf5 files (or directories holding them)")
+    h5.add_argument("--fps", type=float, default=50.0, help="control rate of the recordings (Hz)")
+    lr = sub.add_parser("lerobot", help="a LeRobot v2.0 / v2.1 / v3.0 dataset directory")
+    lr.add_argument("root")
+    lr.add_argument("--state-key", default="observation.state")
+    lr.add_argument("--action-key", default="action")
+    lr.add_argument("--episodes", type=int, nargs="+", default=None, help="episode indices (default: all)")
+    for s in (h5, lr):
+        s.add_argument("--out", required=True, help="dataset directory to write")
+        s.add_argument(
+            "--max-side", type=int, default=320, help="downscale frames so the longer side fits (0: keep)"
+        )
+        s.add_argument("--instruction", default="", help="instruction where the data has none")
+        s.add_argument("--force-instruction", action="store_true", help="use --instruction for every episode")
+        s.add_argument("--camera", action="append", default=[], metavar="KEY=NAME", help="rename a camera")
+        s.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        renames = dict(item.split("=", 1) for item in args.camera)
+        cfg = ImportConfig(args.max_side, renames or None, args.instruction, args.force_instruction)
+        if args.kind == "hdf5":
+            files = [
+                f for x in map(Path, args.files) for f in (sorted(x.glob("*.hdf5")) if x.is_dir() else [x])
+            ]
+            info = import_hdf5(files, args.out, args.fps, cfg, overwrite=args.overwrite)
+        else:
+            info = import_lerobot(
+                args.root,
+                args.out,
+                cfg,
+                args.state_key,
+                args.action_key,
+                args.episodes,
+                overwrite=args.overwrite,
+            )
+    except (ValueError, OSError, ImportError) as exc:
+        print(f"tinyvla-import: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.out}: {len(info.episodes)} episodes, {info.total_steps} steps at {info.fps:g} Hz, cameras {info.camera_names}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -322,6 +322,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if ckpt is not None:
             self._resume(ckpt)
+        else:
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
         description = {
             "train": self.cfg.to_dict(),
             "model": self.policy.config.to_dict(),
@@ -485,6 +487,8 @@ class Trainer:
             "preset": policy.config.name,
             "augment": asdict(self.cfg.augment),
             "eval_center_crop": self.cfg.augment.crop_ratio,
+            "fps": self.info.fps,
+            "action_dt": 1.0 / self.info.fps,
             "last_loss": next((m["loss"] for m in reversed(self.metrics) if "loss" in m), None),
             "last_val_loss": next((m["val_loss"] for m in reversed(self.metrics) if "val_loss" in m), None),
         }

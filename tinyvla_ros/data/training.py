@@ -96,6 +96,12 @@ class EpisodeDataset(Dataset):
     def __len__(self) -> int:
         return int(self.index.shape[0])
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for DataLoader workers started with spawn: open files are reopened there."""
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state
+
     def _file(self, e: int) -> EpisodeFile:
         if e not in self._files:
             self._files[e] = EpisodeFile(self.root / self.info.episodes[e]["file"])

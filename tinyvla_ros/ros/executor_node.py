@@ -202,6 +202,15 @@ class ExecutorNode(Node):
     # --- control tick ---------------------------------------------------------------------
 
     def _on_tick(self) -> None:
+        """Control timer: never raises (an unexpected error means no command this tick, reported)."""
+        try:
+            self._tick()
+        except Exception as exc:  # noqa: BLE001 - a control loop must survive; nothing is sent on error
+            self.diag.count("tick_errors")
+            self.diag.problem("control", "error", f"{type(exc).__name__}: {exc}")
+            self.get_logger().error(f"control tick failed, no command sent: {type(exc).__name__}: {exc}")
+
+    def _tick(self) -> None:
         tick_start = time.monotonic()
         if self._last_tick is not None:
             self.period.add(tick_start - self._last_tick)

@@ -44,8 +44,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String, UInt32
@@ -91,6 +92,10 @@ class FakeRobotNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        if self.get_parameter("use_sim_time").value:
+            # This node is the clock: listening to its own /clock would only cost CPU. Its stamps
+            # come from the simulation; its node clock (diagnostics timer) stays on system time.
+            self.set_parameters([Parameter("use_sim_time", value=False)])
         self.cfg: FakeRobotConfig = declare_dataclass(self, FakeRobotConfig)
         from tinyvla_ros.sim.env import make_env  # mujoco: imported only when a fake robot starts
 
@@ -191,29 +196,37 @@ class FakeRobotNode(Node):
             self.cameras[name] = _Camera(out, image_pub, info_pub, info)
 
     def _make_subscriptions(self) -> None:
-        cfg, group, qos = self.cfg, MutuallyExclusiveCallbackGroup(), reliable_qos(10)
+        """Commands and lockstep answers, on the io node (a small wait set, a single-threaded executor).
+
+        The io node takes no global ROS arguments (``__node`` remaps would rename it too): it
+        lives in this node's namespace, without parameters or rosout. Topic names are resolved
+        the same way as on the main node.
+        """
+        self.io = Node(
+            f"{self.get_name()}_io",
+            namespace=self.get_namespace(),
+            context=self.context,
+            use_global_arguments=False,
+            start_parameter_services=False,
+            enable_rosout=False,
+        )
+        cfg, group, qos, io = self.cfg, MutuallyExclusiveCallbackGroup(), reliable_qos(10), self.io
         for i, arm in enumerate(self.arms):
             for kind, msg_type, factory in (
                 ("forward", Float64MultiArray, self._forward_callback),
                 ("trajectory", JointTrajectory, self._trajectory_callback),
                 ("gripper", Float64MultiArray, self._gripper_callback),
             ):
-                self.create_subscription(
-                    msg_type, cfg.topics(kind)[i], factory(arm), qos, callback_group=group
-                )
+                io.create_subscription(msg_type, cfg.topics(kind)[i], factory(arm), qos, callback_group=group)
         if self.pacing.mode != "lockstep":
             return
-        gates = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(
-            JointState, cfg.lockstep_topic, self._gate_callback("executor"), qos, callback_group=gates
-        )
+        io.create_subscription(JointState, cfg.lockstep_topic, self._gate_callback("executor"), qos)
         if "policy" in self.gates:
-            self.create_subscription(
+            io.create_subscription(
                 JointTrajectory,
                 cfg.lockstep_chunk_topic,
                 self._gate_callback("policy"),
                 qos,
-                callback_group=gates,
             )
 
     # --- time -----------------------------------------------------------------------------
@@ -410,8 +423,8 @@ class FakeRobotNode(Node):
                 if time.monotonic() >= deadline:
                     self._gates_timed_out(blocking)
                     return
-                self._gate_cv.wait(min(deadline - time.monotonic(), CLOCK_RESEND_S))
-                self._publish_clock()  # /clock is best effort: make sure the waited-for nodes have it
+                if not self._gate_cv.wait(min(deadline - time.monotonic(), CLOCK_RESEND_S)):
+                    self._publish_clock()  # /clock is best effort: make sure the waited-for nodes have it
 
     def _gates_timed_out(self, blocking: list[LockstepGate]) -> None:
         for gate in blocking:
@@ -455,9 +468,9 @@ class FakeRobotNode(Node):
         with self._lock:
             self._sim_ns += self._step_ns
             self._step += 1
-        self._publish_clock()
         if self._step % self._js_every == 0:
-            self._publish_joint_states()
+            self._publish_joint_states()  # before /clock: a tick triggered by the clock sees this state
+        self._publish_clock()
         self._publish_cameras()
         if self._step % self._success_every == 0:
             self._update_success()
@@ -587,6 +600,15 @@ class FakeRobotNode(Node):
             self._gate_cv.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
+        self.io.destroy_node()
+
+
+def _spin_quietly(executor) -> None:
+    """Spin ``executor`` until the context shuts down."""
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -596,7 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         node = FakeRobotNode()
-        executor = MultiThreadedExecutor(num_threads=3)
+        io_executor = SingleThreadedExecutor()
+        io_executor.add_node(node.io)
+        threading.Thread(
+            target=_spin_quietly, args=(io_executor,), name="tinyvla-fake-robot-io", daemon=True
+        ).start()
+        executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()
     except ValueError as exc:  # a bad parameter: say which and exit non-zero

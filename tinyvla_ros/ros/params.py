@@ -78,7 +78,9 @@ class PolicyNodeConfig:
     """Parameters of the ``tinyvla_policy`` lifecycle node."""
 
     checkpoint: str = _doc("checkpoint directory (config.json, model.safetensors, stats.json)", default="")
-    engine: str = _doc("inference engine: torch", default="torch")
+    engine: str = _doc(
+        "inference engine (tinyvla_ros.vla.engines.ENGINES): torch, onnx, ...", default="torch"
+    )
     device: str = _doc("torch device: cpu, cuda, cuda:0 ...", default="cpu")
     precision: str = _doc("fp32 | bf16 | fp16", default="fp32")
     num_threads: int = _doc("torch intra-op threads, 0 = library default", default=0)
@@ -107,7 +109,8 @@ class PolicyNodeConfig:
     cameras: dict[str, CameraSpec] = field(default_factory=dict, metadata={"ros": False})
 
     def __post_init__(self) -> None:
-        _one_of("engine", self.engine, ("torch", "onnxruntime"))
+        # the engine name is checked by tinyvla_ros.vla.engines at configure (the list grows there)
+        _check(bool(self.engine), "engine", self.engine, "must name an inference engine (e.g. torch, onnx)")
         _one_of("precision", self.precision, ("fp32", "bf16", "fp16"))
         _check(self.num_threads >= 0, "num_threads", self.num_threads, "must be >= 0")
         _check(self.warmup_runs >= 0, "warmup_runs", self.warmup_runs, "must be >= 0")

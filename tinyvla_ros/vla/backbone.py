@@ -28,7 +28,9 @@ def _transformers():
     try:
         from transformers import CLIPVisionConfig, CLIPVisionModel, GPTNeoXConfig, GPTNeoXModel
     except ImportError as exc:  # pragma: no cover - transformers is in requirements/ml.txt
-        raise ImportError("the TinyVLA backbone needs transformers: pip install -r requirements/ml.txt") from exc
+        raise ImportError(
+            "the TinyVLA backbone needs transformers: pip install -r requirements/ml.txt"
+        ) from exc
     return CLIPVisionConfig, CLIPVisionModel, GPTNeoXConfig, GPTNeoXModel
 
 
@@ -91,7 +93,9 @@ class TinyVLABackbone(nn.Module):
         _, clip_model_cls, _, neox_model_cls = _transformers()
         self.config = config
         self.vision = clip_model_cls(vision_model_config(config))
-        self.projector = build_projector(config.projector_type, config.vision.hidden_size, config.llm.hidden_size)
+        self.projector = build_projector(
+            config.projector_type, config.vision.hidden_size, config.llm.hidden_size
+        )
         self.llm = neox_model_cls(llm_model_config(config))
         self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
@@ -141,7 +145,9 @@ class TinyVLABackbone(nn.Module):
         embed = self.llm.get_input_embeddings()
         text = embed(input_ids.clamp_min(0))  # (B, L, H); the placeholder row is discarded below
         embeds = torch.cat([text[:, :position], image_tokens.to(text.dtype), text[:, position + 1 :]], dim=1)
-        image_mask = torch.ones(image_tokens.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device)
+        image_mask = torch.ones(
+            image_tokens.shape[:2], dtype=attention_mask.dtype, device=attention_mask.device
+        )
         mask = torch.cat([attention_mask[:, :position], image_mask, attention_mask[:, position + 1 :]], dim=1)
         return embeds, mask
 

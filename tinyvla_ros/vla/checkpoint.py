@@ -103,9 +103,13 @@ def save_policy(policy: Any, directory: str | Path) -> Path:
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     if policy.normalizer is None:
-        raise RuntimeError("cannot save a checkpoint without normalisation statistics: set policy.normalizer first")
+        raise RuntimeError(
+            "cannot save a checkpoint without normalisation statistics: set policy.normalizer first"
+        )
     if policy.tokenizer is None:
-        raise RuntimeError("cannot save a checkpoint without a tokenizer: the checkpoint must carry its tokenizer")
+        raise RuntimeError(
+            "cannot save a checkpoint without a tokenizer: the checkpoint must carry its tokenizer"
+        )
     meta = {"format": FORMAT, "lora_applied": policy.lora_applied, **policy.config.to_dict()}
     state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
     save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt", "tinyvla_ros": FORMAT})
@@ -115,14 +119,18 @@ def save_policy(policy: Any, directory: str | Path) -> Path:
     return path
 
 
-def check_state_dict(model_state: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor], where: str) -> None:
+def check_state_dict(
+    model_state: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor], where: str
+) -> None:
     """Raise CheckpointMismatchError when keys or shapes of ``loaded`` differ from ``model_state``."""
     missing = sorted(set(model_state) - set(loaded))
     unexpected = sorted(set(loaded) - set(model_state))
     if missing or unexpected:
         raise CheckpointMismatchError(
-            "weights", f"{len(unexpected)} unexpected key(s) {unexpected[:5]}",
-            f"{len(missing)} missing key(s) {missing[:5]}", where,
+            "weights",
+            f"{len(unexpected)} unexpected key(s) {unexpected[:5]}",
+            f"{len(missing)} missing key(s) {missing[:5]}",
+            where,
         )
     for key, value in loaded.items():
         want = tuple(model_state[key].shape)
@@ -131,7 +139,10 @@ def check_state_dict(model_state: Mapping[str, torch.Tensor], loaded: Mapping[st
 
 
 def load_policy(
-    cls: type, directory: str | Path, map_location: str | torch.device = "cpu", expected: Mapping | None = None
+    cls: type,
+    directory: str | Path,
+    map_location: str | torch.device = "cpu",
+    expected: Mapping | None = None,
 ) -> Any:
     """Build ``cls`` (TinyVLAPolicy) from a checkpoint directory; see TinyVLAPolicy.from_pretrained."""
     load_file, _ = _safetensors()

@@ -69,7 +69,11 @@ def summarize(config: TinyVLAConfig, source: str = "preset") -> dict[str, Any]:
     lora = {}
     for variant in LORA_VARIANTS:
         s = _meta_policy(config.replace(tokenizer="external"), variant).parameter_summary()
-        lora[variant] = {"lora_parameters": s["lora"], "trainable": s["trainable"], "trainable_percent": s["trainable_percent"]}
+        lora[variant] = {
+            "lora_parameters": s["lora"],
+            "trainable": s["trainable"],
+            "trainable_percent": s["trainable_percent"],
+        }
     summary: dict[str, Any] = {
         "name": config.name,
         "source": source,
@@ -93,13 +97,18 @@ def summarize(config: TinyVLAConfig, source: str = "preset") -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinyvla-model", description="Inspect TinyVLA presets and checkpoints.")
+    parser = argparse.ArgumentParser(
+        prog="tinyvla-model", description="Inspect TinyVLA presets and checkpoints."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print a JSON summary of a preset or checkpoint directory")
     info.add_argument("target", help=f"preset ({', '.join(PRESETS)}) or checkpoint directory")
     info.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE",
-        help="override a config field (JSON value), e.g. action_dim=14 or 'lora={\"variant\": \"paper\"}'",
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help='override a config field (JSON value), e.g. action_dim=14 or \'lora={"variant": "paper"}\'',
     )
     return parser
 

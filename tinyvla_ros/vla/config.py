@@ -82,7 +82,11 @@ class VisionConfig:
                 f"({self.num_heads})"
             )
         layer = self.select_layer
-        if isinstance(layer, bool) or not isinstance(layer, int) or not -self.num_layers <= layer <= self.num_layers:
+        if (
+            isinstance(layer, bool)
+            or not isinstance(layer, int)
+            or not -self.num_layers <= layer <= self.num_layers
+        ):
             raise ValueError(
                 f"vision.select_layer must be an integer in [-{self.num_layers}, {self.num_layers}] "
                 f"(hidden-state index, -2 = second-to-last layer), got {layer!r}"
@@ -155,7 +159,9 @@ class HeadConfig:
                 )
         _check_int("head", "kernel_size", self.kernel_size)
         if self.kernel_size % 2 == 0:
-            raise ValueError(f"head.kernel_size must be odd (same-length convolution), got {self.kernel_size}")
+            raise ValueError(
+                f"head.kernel_size must be odd (same-length convolution), got {self.kernel_size}"
+            )
         _check_int("head", "n_groups", self.n_groups)
         _check_int("head", "step_embed_dim", self.step_embed_dim, 4)
         if self.step_embed_dim % 2:
@@ -429,12 +435,16 @@ def _tinyvla_s() -> TinyVLAConfig:
 
 def _tinyvla_b() -> TinyVLAConfig:
     """Pythia-410M."""
-    return _paper("tinyvla-b", LLMConfig(hidden_size=1024, intermediate_size=4096, num_layers=24, num_heads=16))
+    return _paper(
+        "tinyvla-b", LLMConfig(hidden_size=1024, intermediate_size=4096, num_layers=24, num_heads=16)
+    )
 
 
 def _tinyvla_h() -> TinyVLAConfig:
     """Pythia-1B."""
-    return _paper("tinyvla-h", LLMConfig(hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=8))
+    return _paper(
+        "tinyvla-h", LLMConfig(hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=8)
+    )
 
 
 def _micro() -> TinyVLAConfig:
@@ -444,7 +454,7 @@ def _micro() -> TinyVLAConfig:
         max_text_tokens=48,
         tokenizer="tiny",
         vision=VisionConfig(hidden_size=128, intermediate_size=512, num_layers=4, num_heads=4, patch_size=14),
-        llm=LLMConfig(hidden_size=256, intermediate_size=1024, num_layers=4, num_heads=4, vocab_size=1024),
+        llm=LLMConfig(hidden_size=256, intermediate_size=1024, num_layers=4, num_heads=4, vocab_size=2048),
         head=HeadConfig(down_dims=(64, 128, 256), kernel_size=5, n_groups=8, step_embed_dim=128),
         lora=LoraSettings(r=16, alpha=64),
     )
@@ -457,7 +467,7 @@ def _nano() -> TinyVLAConfig:
         max_text_tokens=48,
         tokenizer="tiny",
         vision=VisionConfig(hidden_size=64, intermediate_size=256, num_layers=3, num_heads=4, patch_size=8),
-        llm=LLMConfig(hidden_size=128, intermediate_size=512, num_layers=2, num_heads=4, vocab_size=1024),
+        llm=LLMConfig(hidden_size=128, intermediate_size=512, num_layers=2, num_heads=4, vocab_size=2048),
         head=HeadConfig(down_dims=(32, 64, 128), kernel_size=5, n_groups=8, step_embed_dim=64),
         lora=LoraSettings(r=8, alpha=32),
     )

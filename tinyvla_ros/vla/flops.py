@@ -3,9 +3,11 @@
 ``count_chunk_flops(config)`` runs the model's own modules under
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention, with a formula
 added for the CPU flash-attention kernel that torch's table lacks; elementwise ops are not
-counted, as is usual) on the meta device: no memory, no weights, seconds even for
-tinyvla-h. One chunk = one observation encoding (vision tower on every camera + projector +
-GPT-NeoX over image and text tokens + condition) + ``steps`` denoiser calls.
+counted, as is usual) on a model built from fake tensors (torch's FakeTensorMode: shapes only,
+no memory, no weights), so any preset can be counted on any machine. One chunk = one
+observation encoding (vision tower on every camera + projector + GPT-NeoX over image and text
+tokens + condition) + ``steps`` denoiser calls. ``count_policy_flops(policy, steps)`` counts an
+existing model the same way.
 
 ``matmul_peak(device, dtype)`` times square matmuls on the device: the FLOP/s the hardware
 reaches on the friendliest kernel there is, measured in the same run as the latency, so that
@@ -104,17 +106,21 @@ def count_chunk_flops(
     if device != "fake":
         with torch.device(device):
             policy = TinyVLAPolicy(config.replace(tokenizer="external"), tokenizer=None).eval()
-        return _count(policy, steps, batch, text_tokens, device)
+        return count_policy_flops(policy, steps, batch, text_tokens)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():  # shapes only: transformers treats fake tensors as tracing (no data checks)
         policy = TinyVLAPolicy(config.replace(tokenizer="external"), tokenizer=None).eval()
-        return _count(policy, steps, batch, text_tokens, "cpu")
+        return count_policy_flops(policy, steps, batch, text_tokens)
 
 
-def _count(policy: Any, steps: int, batch: int, text_tokens: int, device: str) -> ChunkFlops:
+def count_policy_flops(
+    policy: Any, steps: int, batch: int = 1, text_tokens: int = DEFAULT_TEXT_TOKENS
+) -> ChunkFlops:
+    """FLOPs of one chunk of an existing TinyVLAPolicy (its weights' device; nothing is changed)."""
     c = policy.config
-    zeros = dict(device=device)
+    param = next(policy.parameters())
+    zeros = dict(device=param.device)
     with torch.inference_mode():
         pixels = torch.zeros((batch, c.num_cameras, 3, c.image_size, c.image_size), **zeros)
         image_tokens, vision = _counted(lambda: policy.backbone.encode_images(pixels))  # (B, N*P, H)

@@ -29,7 +29,9 @@ class SinusoidalStepEmbedding(nn.Module):
         super().__init__()
         half = dim // 2
         scale = math.log(10000.0) / max(half - 1, 1)
-        self.register_buffer("freqs", torch.exp(torch.arange(half, dtype=torch.float32) * -scale), persistent=False)
+        self.register_buffer(
+            "freqs", torch.exp(torch.arange(half, dtype=torch.float32) * -scale), persistent=False
+        )
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         angles = timesteps.to(self.freqs.dtype)[:, None] * self.freqs[None, :]  # (B, dim/2)
@@ -158,7 +160,9 @@ class ObservationCondition(nn.Module):
         weights = token_mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
-    def forward(self, hidden: torch.Tensor, token_mask: torch.Tensor, state_norm: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, token_mask: torch.Tensor, state_norm: torch.Tensor
+    ) -> torch.Tensor:
         pooled = self.norm(self.pool(hidden, token_mask))  # (B, H)
         return self.combine(torch.cat([pooled, state_norm.to(pooled.dtype)], dim=-1))  # (B, H)
 

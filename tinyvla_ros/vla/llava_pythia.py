@@ -146,7 +146,9 @@ def map_llava_pythia_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.
         ):
             mapped["backbone.llm." + key[len(LLM_PREFIX) :]] = value
         else:
-            raise CheckpointMismatchError("weight key", key, "a gpt_neox / vision_tower / mm_projector / embed_out key")
+            raise CheckpointMismatchError(
+                "weight key", key, "a gpt_neox / vision_tower / mm_projector / embed_out key"
+            )
     return mapped
 
 
@@ -176,11 +178,15 @@ def load_llava_pythia(
     unexpected = sorted(set(mapped) - set(own))
     if missing or unexpected:
         raise CheckpointMismatchError(
-            "backbone weights", f"{len(unexpected)} unexpected {unexpected[:5]}", f"{len(missing)} missing {missing[:5]}",
+            "backbone weights",
+            f"{len(unexpected)} unexpected {unexpected[:5]}",
+            f"{len(missing)} missing {missing[:5]}",
             str(path),
         )
     for key, value in mapped.items():
         if tuple(value.shape) != tuple(own[key].shape):
-            raise CheckpointMismatchError(f"shape of {key}", tuple(value.shape), tuple(own[key].shape), str(path))
+            raise CheckpointMismatchError(
+                f"shape of {key}", tuple(value.shape), tuple(own[key].shape), str(path)
+            )
     policy.load_state_dict(mapped, strict=False)
     return policy

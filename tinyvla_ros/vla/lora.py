@@ -36,7 +36,9 @@ def _inject(part: nn.Module, targets: tuple[str, ...], settings: LoraSettings) -
     if not targets:
         return 0
     peft, base_tuner = _peft()
-    wanted = [n for n, m in part.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in targets]
+    wanted = [
+        n for n, m in part.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in targets
+    ]
     if not wanted:
         raise ValueError(f"LoRA targets {list(targets)} match no Linear layer of {type(part).__name__}")
     lora_config = peft.LoraConfig(

@@ -63,14 +63,18 @@ class Normalizer:
                 f"action_low {self.action_low.shape} and action_high {self.action_high.shape} differ in shape"
             )
         if self.state_mean.shape != self.state_std.shape:
-            raise ValueError(f"state_mean {self.state_mean.shape} and state_std {self.state_std.shape} differ in shape")
+            raise ValueError(
+                f"state_mean {self.state_mean.shape} and state_std {self.state_std.shape} differ in shape"
+            )
         bad = np.nonzero(self.action_high <= self.action_low)[0]
         if bad.size:
             raise ValueError(
                 f"action_high must exceed action_low in every dimension; not in dims {bad.tolist()}: "
                 f"low={self.action_low[bad].tolist()} high={self.action_high[bad].tolist()}"
             )
-        if not (isinstance(self.std_floor, int | float) and math.isfinite(self.std_floor) and self.std_floor > 0):
+        if not (
+            isinstance(self.std_floor, int | float) and math.isfinite(self.std_floor) and self.std_floor > 0
+        ):
             raise ValueError(f"std_floor must be a positive number, got {self.std_floor!r}")
         object.__setattr__(self, "state_std", np.maximum(self.state_std, self.std_floor))
 
@@ -113,17 +117,25 @@ class Normalizer:
         if x.shape[-1] != dim:
             raise ValueError(f"{what} has last dimension {x.shape[-1]}, the normaliser expects {dim}")
 
+    # Centre and half-range are computed in float64 once, so float32 inputs lose no precision
+    # to the subtraction of nearly equal bounds (e.g. a gripper that barely moves).
+    @property
+    def _centre(self) -> np.ndarray:
+        return (self.action_high + self.action_low) * 0.5
+
+    @property
+    def _half_range(self) -> np.ndarray:
+        return (self.action_high - self.action_low) * 0.5
+
     def normalize_action(self, actions: Any) -> Any:
         """(..., Da) robot units -> (..., Da) in [-1, 1] for data within the stats' range."""
         self._check(actions, self.action_dim, "actions")
-        low, high = _like(self.action_low, actions), _like(self.action_high, actions)
-        return (actions - low) / (high - low) * 2.0 - 1.0
+        return (actions - _like(self._centre, actions)) * _like(1.0 / self._half_range, actions)
 
     def unnormalize_action(self, actions: Any) -> Any:
         """(..., Da) normalised -> (..., Da) robot units, clipped into [action_low, action_high]."""
         self._check(actions, self.action_dim, "normalised actions")
-        low, high = _like(self.action_low, actions), _like(self.action_high, actions)
-        return (_clip(actions, -1.0, 1.0) + 1.0) * 0.5 * (high - low) + low
+        return _clip(actions, -1.0, 1.0) * _like(self._half_range, actions) + _like(self._centre, actions)
 
     def normalize_state(self, states: Any) -> Any:
         """(..., Ds) robot units -> z-scores."""

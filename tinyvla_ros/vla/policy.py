@@ -56,13 +56,17 @@ class TinyVLAPolicy(nn.Module):
     normalizer: action/state statistics; required by forward/predict (robot units in and out).
     """
 
-    def __init__(self, config: TinyVLAConfig, tokenizer: Any = None, normalizer: Normalizer | None = None) -> None:
+    def __init__(
+        self, config: TinyVLAConfig, tokenizer: Any = None, normalizer: Normalizer | None = None
+    ) -> None:
         super().__init__()
         if not isinstance(config, TinyVLAConfig):
             raise TypeError(f"config must be a TinyVLAConfig, got {type(config).__name__}")
         self.config = config
         self.backbone = TinyVLABackbone(config)
-        self.head = ActionHead(config.action_dim, config.state_dim, config.llm.hidden_size, config.head, config.pooling)
+        self.head = ActionHead(
+            config.action_dim, config.state_dim, config.llm.hidden_size, config.head, config.pooling
+        )
         if tokenizer is None and config.tokenizer == "tiny":
             tokenizer = build_tiny_tokenizer()
         self.tokenizer = tokenizer
@@ -171,7 +175,9 @@ class TinyVLAPolicy(nn.Module):
             return self.prompt.image_position
         hits = (input_ids[0] == IMAGE_TOKEN_INDEX).nonzero()
         if hits.numel() != 1:
-            raise ValueError(f"input_ids must contain IMAGE_TOKEN_INDEX ({IMAGE_TOKEN_INDEX}) exactly once per row")
+            raise ValueError(
+                f"input_ids must contain IMAGE_TOKEN_INDEX ({IMAGE_TOKEN_INDEX}) exactly once per row"
+            )
         return int(hits[0, 0])
 
     def encode_observation(
@@ -185,7 +191,9 @@ class TinyVLAPolicy(nn.Module):
         hidden, token_mask = self.backbone(pixel_values, input_ids, attention_mask, self._position(input_ids))
         return self.head.condition(hidden, token_mask, state_norm)  # (B, C)
 
-    def denoise(self, noisy_actions: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self, noisy_actions: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor
+    ) -> torch.Tensor:
         """(B, T, Da), (B,) long, (B, C) -> predicted noise eps (B, T, Da)."""
         return self.head.unet(noisy_actions.to(condition.dtype), timesteps, condition)
 
@@ -207,7 +215,9 @@ class TinyVLAPolicy(nn.Module):
                 raise KeyError(f"batch lacks {key!r}; keys given: {sorted(batch)}")
         images = batch["images"]
         if not isinstance(images, torch.Tensor) or images.ndim != 5:
-            raise ValueError(f"batch['images'] must be a (B, N, 3, S, S) tensor, got {getattr(images, 'shape', images)!r}")
+            raise ValueError(
+                f"batch['images'] must be a (B, N, 3, S, S) tensor, got {getattr(images, 'shape', images)!r}"
+            )
         b = images.shape[0]
         expected = {
             "images": (b, c.num_cameras, 3, c.image_size, c.image_size),
@@ -216,9 +226,13 @@ class TinyVLAPolicy(nn.Module):
         }
         for key, shape in expected.items():
             if tuple(batch[key].shape) != shape:
-                raise ValueError(f"batch[{key!r}] must have shape {shape} (B, ...), got {tuple(batch[key].shape)}")
+                raise ValueError(
+                    f"batch[{key!r}] must have shape {shape} (B, ...), got {tuple(batch[key].shape)}"
+                )
         if "action_pad" in batch and tuple(batch["action_pad"].shape) != (b, c.chunk_len):
-            raise ValueError(f"batch['action_pad'] must have shape {(b, c.chunk_len)}, got {tuple(batch['action_pad'].shape)}")
+            raise ValueError(
+                f"batch['action_pad'] must have shape {(b, c.chunk_len)}, got {tuple(batch['action_pad'].shape)}"
+            )
         return b
 
     def _text_inputs(self, batch: Mapping[str, Any], b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,7 +244,9 @@ class TinyVLAPolicy(nn.Module):
         else:
             raise KeyError("batch needs 'instruction' (list of str) or 'input_ids' (+ 'attention_mask')")
         if ids.shape[0] != b or mask.shape != ids.shape:
-            raise ValueError(f"text inputs must be (B={b}, L); got input_ids {tuple(ids.shape)}, mask {tuple(mask.shape)}")
+            raise ValueError(
+                f"text inputs must be (B={b}, L); got input_ids {tuple(ids.shape)}, mask {tuple(mask.shape)}"
+            )
         return ids.to(self.device), mask.to(self.device)
 
     @staticmethod
@@ -292,7 +308,9 @@ class TinyVLAPolicy(nn.Module):
     def _states(self, states: Any, b: int) -> torch.Tensor:
         arr = np.asarray(states, dtype=np.float32)
         if arr.shape != (b, self.config.state_dim):
-            raise ValueError(f"states must have shape (B={b}, state_dim={self.config.state_dim}), got {arr.shape}")
+            raise ValueError(
+                f"states must have shape (B={b}, state_dim={self.config.state_dim}), got {arr.shape}"
+            )
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"state contains NaN or inf: {arr.tolist()}")
         return torch.from_numpy(arr)
@@ -313,7 +331,9 @@ class TinyVLAPolicy(nn.Module):
         """
         b = len(images)
         if b == 0 or len(instructions) != b:
-            raise ValueError(f"need one instruction per observation: {b} image sets, {len(instructions)} instructions")
+            raise ValueError(
+                f"need one instruction per observation: {b} image sets, {len(instructions)} instructions"
+            )
         norm = self._require_normalizer()
         state_norm = norm.normalize_state(self._states(states, b))
         noise = self._noise(b, seed, initial_noise)
@@ -342,7 +362,9 @@ class TinyVLAPolicy(nn.Module):
             raise ValueError(
                 f"initial_noise must have shape {(self.config.chunk_len, self.config.action_dim)}, got {noise.shape[1:]}"
             )
-        return self.predict_chunk_batch([images], [instruction], state[None], seed=seed, initial_noise=noise)[0]
+        return self.predict_chunk_batch([images], [instruction], state[None], seed=seed, initial_noise=noise)[
+            0
+        ]
 
     # ------------------------------------------------------------------ LoRA
     def apply_lora(self, variant: str | None = None) -> dict[str, int]:

@@ -65,7 +65,9 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[0] == size and image.shape[1] == size:
         return image
     pil = _pil()
-    resized = pil.fromarray(image).resize((size, size), resample=pil.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+    resized = pil.fromarray(image).resize(
+        (size, size), resample=pil.Resampling.BICUBIC, reducing_gap=REDUCING_GAP
+    )
     return np.asarray(resized)
 
 

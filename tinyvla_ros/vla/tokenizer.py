@@ -26,7 +26,7 @@ from tinyvla_ros.vla.config import IMAGE_PLACEHOLDER
 IMAGE_TOKEN_INDEX = -200
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
-TINY_VOCAB_SIZE = 1024
+TINY_VOCAB_SIZE = 2048
 
 # Words of robot manipulation instructions: the corpus the tiny BPE tokenizer is trained on.
 _WORDS = """
@@ -57,6 +57,7 @@ def _corpus() -> list[str]:
     words = _WORDS
     lines = [" ".join(words[i : i + 8]) for i in range(0, len(words), 3)]
     lines += [f"USER: {w} ASSISTANT:" for w in words]
+    lines += [f"USER: <image>\n{w}" for w in words]  # words right after the prompt's newline (no space)
     lines += [" ".join(words)] * 4
     return lines
 
@@ -84,7 +85,11 @@ def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE) -> Any:
     )
     core.train_from_iterator(_corpus(), trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, unk_token=EOS_TOKEN, pad_token=PAD_TOKEN
+        tokenizer_object=core,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
     )
 
 

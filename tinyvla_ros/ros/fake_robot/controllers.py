@@ -127,13 +127,13 @@ class ForwardPositionController:
     def accept(self, values: Sequence[float]) -> np.ndarray:
         """Take a command of J values; returns its out-of-limit mask (J,). CommandRejected otherwise."""
         q = np.asarray(values, dtype=np.float64)
-        if False:
+        if q.shape != (self.limits.dof,):
             raise CommandRejected(
                 f"forward command has {q.size} values, the controller has {self.limits.dof} joints "
                 f"{list(self.limits.names)}: rejected, the previous command stays"
             )
         _finite("forward command", q)
-        self.command = np.resize(q, self.limits.dof)
+        self.command = q.copy()
         return self.limits.outside(q)
 
     def reference(self) -> Reference | None:

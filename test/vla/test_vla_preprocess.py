@@ -1,0 +1,65 @@
+"""Image preprocessing: pad to square with the CLIP mean colour, bicubic resize, camera checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinyvla_ros.vla.preprocess import PAD_COLOUR, pad_to_square, prepare_cameras, prepare_image
+
+
+def test_pad_to_square_centres_the_image():
+    img = np.full((2, 6, 3), 9, dtype=np.uint8)
+    sq = pad_to_square(img)
+    assert sq.shape == (6, 6, 3)
+    assert np.all(sq[2:4] == 9)
+    assert np.all(sq[:2] == PAD_COLOUR) and np.all(sq[4:] == PAD_COLOUR)
+    tall = pad_to_square(np.zeros((5, 2, 3), dtype=np.uint8))
+    assert tall.shape == (5, 5, 3) and np.all(tall[:, 1:3] == 0) and np.all(tall[:, 0] == PAD_COLOUR)
+    square = np.zeros((4, 4, 3), dtype=np.uint8)
+    assert pad_to_square(square) is square
+    assert PAD_COLOUR == (122, 116, 104)
+
+
+def test_prepare_image_keeps_content_and_aspect():
+    img = np.zeros((40, 80, 3), dtype=np.uint8)
+    img[:, :40] = (255, 0, 0)  # left half red, right half black
+    out = prepare_image(img, 32)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert np.all(out[:6] == PAD_COLOUR)  # padding rows above (8 rows at 32 px, filter blurs the edge)
+    assert out[16, 4, 0] > 240 and out[16, 4, 1] < 15  # red region
+    assert out[16, 28].max() < 15  # black region
+
+
+def test_prepare_cameras_layout_and_range():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (30, 50, 3), dtype=np.uint8), np.full((64, 64, 3), 255, dtype=np.uint8)]
+    out = prepare_cameras(images, 64, ("a", "b"))
+    assert out.shape == (2, 3, 64, 64) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    np.testing.assert_array_equal(out[1], 1.0)  # already at size: exact, no resampling
+
+
+@pytest.mark.parametrize(
+    ("images", "error", "pattern"),
+    [
+        ([np.zeros((8, 8, 3), np.uint8)], ValueError, r"expected 2 images \(cameras \['a', 'b'\]\), got 1"),
+        (
+            [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)],
+            ValueError,
+            "camera 'b' must be \\(H, W, 3\\)",
+        ),
+        (
+            [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 4), np.uint8)],
+            ValueError,
+            "must be \\(H, W, 3\\) uint8",
+        ),
+        ([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float64)], ValueError, "dtype float64"),
+        ([np.zeros((8, 8, 3), np.uint8), [[0]]], TypeError, "must be a numpy array"),
+        ([np.zeros((8, 8, 3), np.uint8), np.zeros((0, 8, 3), np.uint8)], ValueError, "is empty"),
+        (np.zeros((8, 8, 3), np.uint8), ValueError, "got a single image"),
+    ],
+)
+def test_bad_images_raise(images, error, pattern):
+    with pytest.raises(error, match=pattern):
+        prepare_cameras(images, 16, ("a", "b"))

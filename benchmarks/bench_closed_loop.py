@@ -243,6 +243,7 @@ def to_result(runs: list[dict], args, load_before: str, load_after: str) -> dict
             "inference latency bounds it; realtime: paced to the wall clock (slips = times it fell > 0.1 s "
             "behind and the clock jumped).",
             "control ticks / sim s should equal the configured rate in lockstep (one tick per control period).",
+            "Without a policy the executor holds (no chunk yet): the forward controller output (Franka) repeats the hold command every tick, the joint trajectory output (UR5) sends one stop trajectory and then nothing, hence 0 commands per second there.",
             "CPU s / sim s: CPU time each node process used per simulated second; it does not depend on "
             "the machine's load, so it estimates what an idle machine could do: the lockstep loop can run "
             "at most about 1 / (fake + executor CPU s per sim s) times real time on one core (more on two, "

@@ -14,10 +14,16 @@ CPU part (always), on random-init checkpoints of the small presets (Franka layou
 - control compute per second at the same control rate: our schedule (one inference per 8
   executed steps, overlap blending) against the official one (an inference every control step,
   temporal ensembling), with the executor's own cost measured on ChunkExecutor.
+- the paper's speed claim as a ratio on one machine: our chunk against OpenVLA-style autoregressive
+  decoding of discretised action tokens on a backbone of the same size (the same GPT-NeoX weights
+  with a language-model head), greedy with a KV cache, 7 tokens per action step: "AR chunk" = one
+  prefill + 16 x 7 = 112 decode steps (the kindest case for decoding), "AR per step" = OpenVLA's
+  deployment, every action step re-observes (encode + prefill + 7 tokens) 16 times.
 GPU part (when torch sees CUDA): tinyvla-s/-b/-h with random weights, per engine and precision,
-against the paper's 14 ms per chunk (A6000).
+against the paper's 14 ms per chunk (A6000), and the autoregressive comparison in fp16.
 
-Writes benchmarks/results/inference.json. ``--quick``: fewer repeats, same figures.
+Writes benchmarks/results/inference.json and benchmarks/results/autoregressive.json (one process:
+the checkpoints, exports and engines are shared). ``--quick``: fewer repeats, same figures.
 
     python benchmarks/bench_inference.py [--quick] [--threads 2] [--graph] [--compile] [--no-gpu]
 """
@@ -46,6 +52,8 @@ IMAGE_HW = (360, 640)
 INSTRUCTION = "pick up the red cube and put it in the bowl"
 CONTROL_RATES = (50.0, 15.0)  # official deployment rate, and a typical ROS camera rate
 OURS_EVERY = 8  # executed steps per inference with overlap blending (chunk_len // 2)
+TOKENS_PER_STEP = 7  # OpenVLA: one token per action dimension (xyz, rpy, gripper)
+CHUNK_STEPS = 16
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,11 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--graph", action="store_true", help="also time the whole-loop graph (sampler_<n>.onnx)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU part even when CUDA is available")
-    p.add_argument("--out", default=str(HERE / "results" / "inference.json"))
+    p.add_argument(
+        "--out", default=str(HERE / "results" / "inference.json"), help="(autoregressive.json goes beside it)"
+    )
     args = p.parse_args(argv)
     args.threads = args.threads or os.cpu_count() or 1
-    args.repeats = args.repeats or (6 if args.quick else 30)
+    args.repeats = args.repeats or (5 if args.quick else 30)
     args.warmup = 1 if args.quick else 3
+    args.ar_repeats = 4 if args.quick else 15
+    args.control_seconds = 4.0 if args.quick else 20.0
     return args
 
 
@@ -128,8 +140,8 @@ def cpu_engines(checkpoint: Path, steps: int, args: argparse.Namespace) -> dict[
 
 # ---------------------------------------------------------------------------------- timing
 def time_round_robin(
-    engines: dict[str, Any], warmup: int, repeats: int, sync: Any = None
-) -> dict[str, np.ndarray]:
+    engines: dict[Any, Any], warmup: int, repeats: int, sync: Any = None
+) -> dict[Any, np.ndarray]:
     """Seconds per predict_chunk call for each engine, the engines called in turn (rotating order)."""
     images, state = observation()
     sync = sync or (lambda: None)
@@ -137,12 +149,12 @@ def time_round_robin(
     for label in labels:
         for i in range(warmup):
             engines[label].predict_chunk(images, INSTRUCTION, state, seed=i)
-    times: dict[str, list[float]] = {label: [] for label in labels}
-    for r in range(repeats):
-        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+    times: dict[Any, list[float]] = {label: [] for label in labels}
+    for rep in range(repeats):
+        for label in labels[rep % len(labels) :] + labels[: rep % len(labels)]:
             sync()
             start = time.perf_counter()
-            engines[label].predict_chunk(images, INSTRUCTION, state, seed=r)
+            engines[label].predict_chunk(images, INSTRUCTION, state, seed=rep)
             sync()
             times[label].append(time.perf_counter() - start)
     return {label: np.asarray(v) for label, v in times.items()}
@@ -159,13 +171,11 @@ def r(x: float, digits: int = 2) -> float:
 
 
 # ---------------------------------------------------------------------------------- CPU part
-def cpu_latency(
-    args: argparse.Namespace, workdir: Path, notes: list[str]
-) -> dict[tuple[str, str, int], np.ndarray]:
-    """(preset, engine, steps) -> seconds per call."""
+def cpu_latency(args: argparse.Namespace, workdir: Path, notes: list[str]) -> tuple[dict, dict]:
+    """({(preset, engine, steps): seconds per call}, the engines); all timed in one round-robin."""
     from tinyvla_ros.vla.export import ExportConfig, export_checkpoint
 
-    results: dict[tuple[str, str, int], np.ndarray] = {}
+    engines: dict[tuple[str, str, int], Any] = {}
     for preset in args.presets:
         ckpt = make_checkpoint(workdir / preset, preset)
         start = time.perf_counter()
@@ -176,19 +186,9 @@ def cpu_latency(
             f"max abs diff vs torch: condition {diffs['condition']:.1e}, chunk {diffs['chunk_numpy']:.1e}"
         )
         for steps in STEPS:
-            engines = cpu_engines(ckpt, steps, args)
-            for label, secs in time_round_robin(engines, args.warmup, args.repeats).items():
-                results[(preset, label, steps)] = secs
-            print(
-                f"{preset} steps={steps}: "
-                + ", ".join(
-                    f"{k} {p50_p99(v)[0]:.1f} ms"
-                    for (p, k, s), v in results.items()
-                    if p == preset and s == steps
-                ),
-                flush=True,
-            )
-    return results
+            for label, engine in cpu_engines(ckpt, steps, args).items():
+                engines[(preset, label, steps)] = engine
+    return time_round_robin(engines, args.warmup, args.repeats), engines
 
 
 def latency_table(results: dict, args: argparse.Namespace) -> dict:
@@ -328,7 +328,7 @@ def control_table(results: dict, args: argparse.Namespace) -> dict:
     """Compute seconds per second of control: ours vs the official schedule, same rate and engine."""
     rows = []
     chunk = np.zeros((16, ACTION_DIM))
-    sim = 10.0
+    sim = args.control_seconds
     for preset in args.presets:
         label, p50 = best_onnx(results, preset, 10)
         for rate in CONTROL_RATES:
@@ -381,11 +381,138 @@ def control_table(results: dict, args: argparse.Namespace) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------- autoregressive baseline
+class AutoregressiveBaseline:
+    """OpenVLA-style decoding on the policy's own backbone: GPT-NeoX + LM head, greedy, KV cache."""
+
+    def __init__(self, policy: Any) -> None:
+        import torch
+        from transformers import GPTNeoXForCausalLM
+
+        from tinyvla_ros.vla.backbone import llm_model_config
+
+        self.policy = policy
+        cfg = llm_model_config(policy.config)
+        cfg.use_cache = True
+        with torch.device(policy.device):
+            self.lm = GPTNeoXForCausalLM(cfg)
+        self.lm.gpt_neox.load_state_dict(policy.backbone.llm.state_dict())
+        self.lm = self.lm.to(policy.dtype).eval()
+
+    def _prompt(self, images: list[np.ndarray], instruction: str) -> Any:
+        """Image tokens spliced into the prompt, exactly as for our chunk: (1, L', H)."""
+        p = self.policy
+        pixels = p.preprocess_images(images)[None].to(p.device)
+        ids, mask = p.tokenize(instruction)
+        tokens = p.backbone.encode_images(pixels)
+        embeds, _ = p.backbone.splice(tokens, ids.to(p.device), mask.to(p.device), p.image_position)
+        return embeds.to(self.lm.dtype)
+
+    def decode(self, images: list[np.ndarray], instruction: str, n_tokens: int) -> Any:
+        """Encode the observation, prefill, then ``n_tokens`` greedy tokens -> ids (1, n_tokens)."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.lm(inputs_embeds=self._prompt(images, instruction), use_cache=True)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+            generated = [token]
+            for _ in range(n_tokens - 1):
+                out = self.lm(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+                token = out.logits[:, -1].argmax(-1, keepdim=True)
+                generated.append(token)
+        return torch.cat(generated, dim=1)
+
+
+def compare_autoregressive(
+    ours: dict[str, Any], baseline: AutoregressiveBaseline, repeats: int, sync: Any
+) -> dict:
+    """p50 ms of our engines, the AR chunk and one AR step (x16: the per-step deployment), timed in turn."""
+    images, state = observation()
+
+    class _Call:  # time_round_robin calls predict_chunk
+        def __init__(self, fn: Any) -> None:
+            self.predict_chunk = lambda *_a, **_k: fn()
+
+    calls = {name: engine for name, engine in ours.items()}
+    calls["ar_chunk"] = _Call(lambda: baseline.decode(images, INSTRUCTION, CHUNK_STEPS * TOKENS_PER_STEP))
+    calls["ar_step"] = _Call(lambda: baseline.decode(images, INSTRUCTION, TOKENS_PER_STEP))
+    out = {k: p50_p99(v)[0] for k, v in time_round_robin(calls, 1, repeats, sync).items()}
+    out["ar_per_step_x16"] = CHUNK_STEPS * out["ar_step"]
+    return out
+
+
+def ar_rows(preset: str, where: str, figures: dict, ours: list[str]) -> list[list]:
+    rows = []
+    for name in ours:
+        ar_chunk, ar_step = figures["ar_chunk"], figures["ar_per_step_x16"]
+        rows.append(
+            [
+                preset,
+                where,
+                name,
+                r(figures[name], 1),
+                r(ar_chunk, 1),
+                r(ar_step, 1),
+                r(ar_chunk / figures[name]),
+                r(ar_step / figures[name]),
+            ]
+        )
+    return rows
+
+
+def cpu_autoregressive(args: argparse.Namespace, results: dict, engines: dict) -> list[list]:
+    """AR vs our torch engine (same framework) and our fastest ORT engine, 10 DDIM steps, per preset."""
+    rows = []
+    for preset in args.presets:
+        torch_engine = engines[(preset, "torch", 10)]
+        label = best_onnx(results, preset, 10)[0]
+        ours = {"ours: torch eager": torch_engine, f"ours: {label}": engines[(preset, label, 10)]}
+        figures = compare_autoregressive(
+            ours, AutoregressiveBaseline(torch_engine.policy), args.ar_repeats, None
+        )
+        print(preset, {k: round(v, 1) for k, v in figures.items()}, flush=True)
+        rows += ar_rows(preset, f"CPU, {args.threads} thread(s)", figures, list(ours))
+    return rows
+
+
+def ar_result(rows: list[list], repeats: int, gpu: bool) -> dict:
+    notes = [
+        f"same GPT-NeoX weights for both; AR decoding: {TOKENS_PER_STEP} tokens per action step, greedy, KV cache, "
+        "full-vocabulary LM head; 'AR chunk' = encode + 1 prefill + 112 decode steps; 'AR per step x16' = 16 x "
+        "(encode + prefill + 7 tokens), OpenVLA's deployment; ours = 1 encode + 10 DDIM UNet steps",
+        "paper: TinyVLA 14 ms vs OpenVLA-7B 292 ms per chunk (~20x, different model sizes); target here: >= 10x "
+        "at the same size",
+        f"{repeats} timed calls per figure (after one warm-up), called in turn; p50 in ms"
+        + ("" if gpu else "; GPU part not run: torch sees no CUDA device"),
+    ]
+    table = {
+        "caption": "p50 ms per 16 actions and the ratio AR / ours (the paper's speed claim, same backbone size)",
+        "columns": [
+            "preset",
+            "device",
+            "ours",
+            "ours p50 ms",
+            "AR chunk ms",
+            "AR per step x16 ms",
+            "AR chunk / ours",
+            "AR per step / ours",
+        ],
+        "rows": rows,
+    }
+    return {
+        "title": "Chunk vs autoregressive action tokens on the same backbone (bench_inference.py)",
+        "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "tables": [table],
+        "notes": notes,
+    }
+
+
 # ---------------------------------------------------------------------------------- GPU part
-def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str]) -> list[dict]:
-    """tinyvla-s/-b/-h latency per engine and precision on the first CUDA device."""
+def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str], ar: list[list]) -> list[dict]:
+    """tinyvla-s/-b/-h latency per engine and precision on the first CUDA device; AR rows go to ``ar``."""
     import torch
 
+    from tinyvla_ros.vla.checkpoint import read_checkpoint_config
     from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig, available_providers
     from tinyvla_ros.vla.engines import EngineConfig, TorchEngine
     from tinyvla_ros.vla.flops import count_chunk_flops, matmul_peak
@@ -409,7 +536,7 @@ def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str]) -> list[
     rows = []
     for preset in PAPER_PRESETS:
         ckpt = make_checkpoint(workdir / preset, preset)
-        flops = count_chunk_flops(policy_with_steps(ckpt, 10).config, steps=10)
+        flops = count_chunk_flops(read_checkpoint_config(ckpt)[0], steps=10)
         engines: dict[str, Any] = {}
         for engine, precision, provider in variants:
             label = f"{engine} {precision}"
@@ -426,7 +553,7 @@ def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str]) -> list[
                 else:
                     cfg = OnnxEngineConfig(provider=provider, device="cuda", precision=precision)
                     engines[label] = OnnxEngine(ckpt, cfg)
-            except (RuntimeError, ValueError, ImportError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - record why an engine could not run, go on with the rest
                 notes.append(f"{preset} {label}: not measured ({type(exc).__name__}: {str(exc)[:200]})")
         for label, secs in time_round_robin(engines, args.warmup + 2, args.repeats, sync=sync).items():
             p50, p99 = p50_p99(secs)
@@ -442,6 +569,15 @@ def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str]) -> list[
                     f"{100 * achieved / peak16:.1f}%",
                 ]
             )
+        if "torch fp16" in engines:
+            baseline = AutoregressiveBaseline(
+                policy_with_steps(ckpt, 10).to("cuda").half()
+            )  # fp16 throughout
+            figures = compare_autoregressive(
+                {"ours: torch fp16": engines["torch fp16"]}, baseline, args.ar_repeats, sync
+            )
+            ar.extend(ar_rows(preset, f"GPU {name}, fp16", figures, ["ours: torch fp16"]))
+            del baseline
         del engines
         torch.cuda.empty_cache()
     return [
@@ -471,12 +607,17 @@ def main(argv: list[str] | None = None) -> int:
     started, load = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tinyvla-bench-") as tmp:
         workdir = Path(tmp)
-        results = cpu_latency(args, workdir, notes)
+        results, engines = cpu_latency(args, workdir, notes)
+        for (preset, label, steps), secs in results.items():
+            print(f"{preset:6s} {label:14s} steps {steps:2d}: p50 {p50_p99(secs)[0]:7.1f} ms", flush=True)
         tables += [latency_table(results, args), speedup_table(results, args)]
         eff, extra = efficiency_table(results, args, workdir)
         tables += [eff, control_table(results, args)]
-        if torch.cuda.is_available() and not args.no_gpu:
-            tables += gpu_part(args, workdir, notes)
+        ar = cpu_autoregressive(args, results, engines)
+        del engines
+        gpu = torch.cuda.is_available() and not args.no_gpu
+        if gpu:
+            tables += gpu_part(args, workdir, notes, ar)
         else:
             notes.append("GPU part not run: torch sees no CUDA device on this machine")
     notes += [
@@ -495,9 +636,12 @@ def main(argv: list[str] | None = None) -> int:
         "tables": tables,
         "notes": notes,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
+    ar_path = out_path.with_name("autoregressive.json")
+    ar_path.write_text(json.dumps(ar_result(ar, args.ar_repeats, gpu), indent=2) + "\n")
+    print(f"wrote {out_path} and {ar_path}")
     return 0
 
 

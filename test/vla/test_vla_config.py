@@ -59,7 +59,7 @@ def test_json_round_trip_is_exact():
         ({"action_dim": 0}, r"config.action_dim must be an integer >= 1, got 0"),
         ({"state_dim": 7.5}, r"config.state_dim must be an integer >= 1, got 7.5"),
         ({"action_names": ("x", "y")}, "action_names has 2 entries but action_dim is 10"),
-        ({"image_size": 60}, r"image_size \(60\) must be divisible by vision.patch_size \(8\)"),
+        ({"image_size": 60}, r"image_size \(60\) must be divisible by vision.patch_size \(16\)"),
         ({"num_inference_steps": 200}, r"num_inference_steps \(200\) must be <= num_train_steps \(100\)"),
         ({"beta_schedule": "cosine"}, "beta_schedule must be one of"),
         ({"pooling": "max"}, "pooling must be one of"),

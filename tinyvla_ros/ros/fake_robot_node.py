@@ -173,6 +173,7 @@ class FakeRobotNode(Node):
         self._reset_request: tuple[str, int] | None = None
         self._reset_done = threading.Event()
         self._reset_message = ""
+        self._reset_ok = False
         self.physics_ms = LatencyStats(window=500)
         self.render_ms = LatencyStats(window=200)
         self._window = (time.monotonic(), 0, 0)  # (wall, sim ns, frames) at the last diagnostics
@@ -341,8 +342,9 @@ class FakeRobotNode(Node):
         self._reset_done.clear()
         with self._lock:
             self._reset_request = (self.cfg.task or self.env.tasks[0], self.cfg.seed)
-        response.success = self._reset_done.wait(timeout=10.0) and not self.fatal
-        response.message = self._reset_message if response.success else "reset timed out: is the sim running?"
+        done = self._reset_done.wait(timeout=10.0) and not self.fatal
+        response.success = done and self._reset_ok
+        response.message = self._reset_message if done else "reset timed out: is the sim running?"
         return response
 
     # --- the sim thread -------------------------------------------------------------------
@@ -445,8 +447,9 @@ class FakeRobotNode(Node):
         try:
             self.env.reset(task, seed)
         except ValueError as exc:
-            self._reset_message = f"reset failed: {exc}"
+            self._reset_ok, self._reset_message = False, f"reset failed: {exc}"
         else:
+            self._reset_ok = True
             with self._lock:
                 for arm, q in zip(self.arms, self._split(self.env.home), strict=True):
                     arm.reset(q)

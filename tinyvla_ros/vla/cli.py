@@ -3,10 +3,14 @@
     tinyvla-model info nano
     tinyvla-model info tinyvla-h --set action_dim=14 --set 'camera_names=["l","r","top"]'
     tinyvla-model info path/to/checkpoint        (a TinyVLA checkpoint or a Llava-Pythia directory)
+    tinyvla-model bench nano --cameras 3 --threads 1
 
-Prints a JSON summary: parameters in total and per part (vision, projector, llm, head), trainable
-parameters with each LoRA variant, cameras, image size, image tokens, state/action dimensions,
-chunk length. Models are built on the meta device (no memory, no weights read): seconds on any machine.
+``info`` prints a JSON summary: parameters in total and per part (vision, projector, llm, head),
+trainable parameters with each LoRA variant, cameras, image size, image tokens, state/action
+dimensions, chunk length. Models are built on the meta device (no memory, no weights read):
+seconds on any machine.
+``bench`` times ``predict_chunk`` (random weights, 640x480 camera images) and its phases
+(preprocess, encode_observation, DDIM sampling) on the CPU and prints JSON (milliseconds).
 """
 
 from __future__ import annotations
@@ -96,6 +100,60 @@ def summarize(config: TinyVLAConfig, source: str = "preset") -> dict[str, Any]:
     return summary
 
 
+def _median_ms(fn: Any, runs: int) -> float:
+    import time
+
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(1000.0 * sorted(times)[len(times) // 2], 2)
+
+
+def bench(
+    config: TinyVLAConfig, runs: int = 20, threads: int = 1, image_shape: tuple[int, int] = (480, 640)
+) -> dict:
+    """Median CPU latency (ms) of predict_chunk and its phases for ``config`` with random weights."""
+    import numpy as np
+    import torch
+
+    from tinyvla_ros.vla.normalize import Normalizer
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    torch.set_num_threads(threads)
+    policy = TinyVLAPolicy(config, normalizer=Normalizer.identity(config.action_dim, config.state_dim)).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (*image_shape, 3), dtype=np.uint8) for _ in config.camera_names]
+    state = np.zeros(config.state_dim, dtype=np.float32)
+    text = "pick up the red cube and put it in the bowl"
+    predict = lambda: policy.predict_chunk(images, text, state, seed=0)  # noqa: E731
+    for _ in range(3):
+        predict()
+    pixels = policy.preprocess_images(images)[None]
+    ids, mask = policy.tokenize(text)
+    zero_state = torch.zeros(1, config.state_dim)
+    with torch.inference_mode():
+        cond = policy.encode_observation(pixels, ids, mask, zero_state)
+        noise = torch.randn(1, config.chunk_len, config.action_dim)
+        phases = {
+            "preprocess_ms": _median_ms(lambda: policy.preprocess_images(images), runs),
+            "encode_observation_ms": _median_ms(
+                lambda: policy.encode_observation(pixels, ids, mask, zero_state), runs
+            ),
+            "sample_ms": _median_ms(lambda: policy.sample(cond, noise), runs),
+        }
+    return {
+        "name": config.name,
+        "cameras": len(config.camera_names),
+        "image_shape": list(image_shape),
+        "num_inference_steps": config.num_inference_steps,
+        "threads": threads,
+        "predict_chunk_ms": _median_ms(predict, runs),
+        **phases,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinyvla-model", description="Inspect TinyVLA presets and checkpoints."
@@ -110,15 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=VALUE",
         help='override a config field (JSON value), e.g. action_dim=14 or \'lora={"variant": "paper"}\'',
     )
+    timing = sub.add_parser("bench", help="time predict_chunk (random weights) on this CPU; JSON in ms")
+    timing.add_argument("target", help=f"preset ({', '.join(PRESETS)}) or checkpoint directory (config only)")
+    timing.add_argument("--cameras", type=int, default=0, help="number of cameras (0: as configured)")
+    timing.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    timing.add_argument("--runs", type=int, default=20, help="timed runs per figure (median reported)")
+    timing.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field"
+    )
     return parser
+
+
+def _run(args: argparse.Namespace) -> dict:
+    config, source = resolve_config(args.target, _parse_sets(args.set))
+    if args.command == "info":
+        return summarize(config, source)
+    if args.cameras < 0 or args.threads < 1 or args.runs < 1:
+        raise ValueError(
+            f"--cameras >= 0, --threads >= 1, --runs >= 1 expected, got {args.cameras}, {args.threads}, {args.runs}"
+        )
+    if args.cameras:
+        config = config.replace(camera_names=tuple(f"cam{i}" for i in range(args.cameras)))
+    if config.tokenizer == "external":
+        config = config.replace(tokenizer="tiny")  # timing needs a tokenizer; text length barely matters
+    return bench(config, runs=args.runs, threads=args.threads)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``tinyvla-model``; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        config, source = resolve_config(args.target, _parse_sets(args.set))
-        summary = summarize(config, source)
+        summary = _run(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"tinyvla-model: error: {exc}", file=sys.stderr)
         return 2

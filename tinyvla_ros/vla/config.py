@@ -466,7 +466,7 @@ def _nano() -> TinyVLAConfig:
         image_size=64,
         max_text_tokens=48,
         tokenizer="tiny",
-        vision=VisionConfig(hidden_size=64, intermediate_size=256, num_layers=3, num_heads=4, patch_size=8),
+        vision=VisionConfig(hidden_size=64, intermediate_size=256, num_layers=3, num_heads=4, patch_size=16),
         llm=LLMConfig(hidden_size=128, intermediate_size=512, num_layers=2, num_heads=4, vocab_size=2048),
         head=HeadConfig(down_dims=(32, 64, 128), kernel_size=5, n_groups=8, step_embed_dim=64),
         lora=LoraSettings(r=8, alpha=32),

@@ -22,6 +22,7 @@ buffers are preallocated per batch size, every camera goes through the vision to
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -387,6 +388,11 @@ class OnnxEngine:
                 raise FileNotFoundError(
                     f"ONNX graphs unusable: {problem}. Run: tinyvla-export {self.directory} --graphs "
                     f"{' '.join(wanted)} --precision {precision}" + (f" --steps {steps}" if steps else "")
+                )
+            if not os.access(self.directory, os.W_OK):
+                raise PermissionError(
+                    f"ONNX graphs unusable ({problem}) and {self.directory} is not writable: run tinyvla-export "
+                    f"{self.directory} --graphs {' '.join(wanted)} as a user who can write there"
                 )
             self._log(f"exporting ONNX graphs ({problem})")
             cfg = export.ExportConfig(precision=precision, graphs=tuple(wanted), sampler_steps=steps)

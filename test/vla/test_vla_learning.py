@@ -22,7 +22,8 @@ from tinyvla_ros.vla.config import get_config
 from tinyvla_ros.vla.normalize import Normalizer
 from tinyvla_ros.vla.policy import TinyVLAPolicy
 
-pytestmark = pytest.mark.slow
+# ~3 min of training on an idle 2-core machine; allow for a machine shared with other jobs.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 COLOURS = np.array([[220, 30, 30], [30, 200, 40], [40, 60, 230]], dtype=np.uint8)
 INSTRUCTIONS = (
@@ -95,7 +96,9 @@ def trained() -> dict:
         return loss
 
     loss_before = eval_loss()
-    opt = torch.optim.AdamW(policy.parameters(), lr=LR, betas=(0.9, 0.98), eps=1e-7, weight_decay=0.0)
+    opt = torch.optim.AdamW(
+        policy.parameters(), lr=LR, betas=(0.9, 0.98), eps=1e-7, weight_decay=0.0, foreach=True
+    )
     warm_cos = lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1.0 + np.cos(np.pi * min(s, STEPS) / STEPS))  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warm_cos)
     gen = torch.Generator().manual_seed(0)

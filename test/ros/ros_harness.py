@@ -141,12 +141,13 @@ class Rig:
         return None
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
+        # stop spinning first, so nothing is destroyed under a running callback
+        self.executor.shutdown(timeout_sec=10.0)
+        self._thread.join(timeout=10.0)
         if self.sensors is not None:
             self.sensors.destroy()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=5.0)
 
 
 def status_values(status) -> dict[str, str]:

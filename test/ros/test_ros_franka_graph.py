@@ -38,7 +38,8 @@ from tinyvla_ros.ros.conversions import duration_to_sec, stamp_to_sec
 from tinyvla_ros.ros.qos import latched_qos
 from tinyvla_ros.ros.synthetic_sensors import SyntheticSensorsConfig
 
-pytestmark = pytest.mark.ros
+# a stuck test fails instead of hanging the suite (pytest-timeout)
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
 CONTROL_RATE = 50.0
 INFERENCE_RATE = 4.0
@@ -107,7 +108,8 @@ def franka(franka_checkpoint, tmp_path_factory):
         except subprocess.TimeoutExpired:
             graph.kill()
         rig.close()
-        print(graph.stdout.read())
+        if graph.poll() is not None and not graph.stdout.closed:
+            print(graph.stdout.read())
         print(read_logs(log_dir))
 
 
@@ -271,7 +273,8 @@ def test_graph_command_fails_when_a_node_dies(franka):
     executor = [c for c in children if "tinyvla_ros.ros.executor_node" in " ".join(c.cmdline())]
     assert len(executor) == 1 and len(children) == 2
     os.kill(executor[0].pid, signal.SIGKILL)
-    assert graph.wait(30.0) == 1
+    out, _ = graph.communicate(timeout=30.0)
+    assert graph.returncode == 1, out
     psutil.wait_procs(children, timeout=10.0)
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
-    assert "node died: /tinyvla_executor" in graph.stdout.read()
+    assert "node died: /tinyvla_executor" in out

@@ -15,7 +15,8 @@ from trajectory_msgs.msg import JointTrajectory
 from tinyvla_ros.ros.graph import EXECUTOR, GraphRunner, NodeSpec, build_graph
 from tinyvla_ros.ros.synthetic_sensors import SyntheticSensorsConfig
 
-pytestmark = pytest.mark.ros
+# a stuck test fails instead of hanging the suite (pytest-timeout)
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
 FAST = [
     "--set",
@@ -50,7 +51,7 @@ def _finish(proc: subprocess.Popen, sig: int | None, timeout: float = 30.0) -> t
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
+        out, _ = proc.communicate(timeout=10.0)
     return proc.returncode, out
 
 

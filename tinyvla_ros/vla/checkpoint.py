@@ -112,7 +112,9 @@ def save_policy(policy: Any, directory: str | Path) -> Path:
         )
     meta = {"format": FORMAT, "lora_applied": policy.lora_applied, **policy.config.to_dict()}
     state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
-    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt", "tinyvla_ros": FORMAT})
+    # One metadata entry only: safetensors writes its metadata map in hash order, so several
+    # entries would make identical weights give different bytes from run to run.
+    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
     (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     policy.normalizer.save(path / STATS_FILE)
     policy.tokenizer.save_pretrained(str(path))

@@ -23,18 +23,20 @@ from tinyvla_ros.vla.config import HeadConfig
 
 
 class SinusoidalStepEmbedding(nn.Module):
-    """Diffusion step t (B,) -> (B, dim) [sin | cos] features over geometric frequencies."""
+    """Diffusion step t (B,) -> (B, dim) float32 [sin | cos] features over geometric frequencies.
+
+    Always computed in float32 (angles reach ~100 rad: half precision would garble them).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        half = dim // 2
-        scale = math.log(10000.0) / max(half - 1, 1)
-        self.register_buffer(
-            "freqs", torch.exp(torch.arange(half, dtype=torch.float32) * -scale), persistent=False
-        )
+        self.half = dim // 2
+        self.scale = math.log(10000.0) / max(self.half - 1, 1)
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
-        angles = timesteps.to(self.freqs.dtype)[:, None] * self.freqs[None, :]  # (B, dim/2)
+        steps = torch.arange(self.half, device=timesteps.device, dtype=torch.float32)
+        freqs = torch.exp(steps * -self.scale)  # (dim/2,)
+        angles = timesteps.to(torch.float32)[:, None] * freqs[None, :]  # (B, dim/2)
         return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, dim)
 
 
@@ -100,8 +102,8 @@ class ConditionalUnet1D(nn.Module):
         super().__init__()
         dims = (action_dim, *head.down_dims)
         step_dim = head.step_embed_dim
-        self.step_encoder = nn.Sequential(
-            SinusoidalStepEmbedding(step_dim),
+        self.step_embedding = SinusoidalStepEmbedding(step_dim)
+        self.step_mlp = nn.Sequential(
             nn.Linear(step_dim, 4 * step_dim),
             nn.Mish(),
             nn.Linear(4 * step_dim, step_dim),
@@ -128,7 +130,8 @@ class ConditionalUnet1D(nn.Module):
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         x = noisy.transpose(1, 2)  # (B, Da, T)
-        cond = torch.cat([self.step_encoder(timesteps).to(condition.dtype), condition], dim=-1)  # (B, step+C)
+        steps = self.step_embedding(timesteps).to(self.step_mlp[0].weight.dtype)  # (B, step)
+        cond = torch.cat([self.step_mlp(steps).to(condition.dtype), condition], dim=-1)  # (B, step + C)
         skips = []
         for level in self.down:
             x, skip = level(x, cond)  # x (B, Ci, T / 2^i)

@@ -40,7 +40,27 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
+            # user commands
             "tinyvla-model = tinyvla_ros.vla.cli:main",
+            "tinyvla-export = tinyvla_ros.vla.export:main",
+            "tinyvla-graph = tinyvla_ros.ros.graph:main",
+            "tinyvla-demo = tinyvla_ros.demo:main",
+            "tinyvla-record-demos = tinyvla_ros.data.demos:main",
+            "tinyvla-convert = tinyvla_ros.data.convert:main",
+            "tinyvla-import = tinyvla_ros.data.importers:main",
+            "tinyvla-train = tinyvla_ros.data.train:main",
+            "tinyvla-eval = tinyvla_ros.data.evaluate:main",
+            "tinyvla-bag-record = tinyvla_ros.ros.bag_record:main",
+            "tinyvla-bag-play = tinyvla_ros.ros.bag_play:main",
+            # ROS 2 node executables (launch_ros `executable=`, `ros2 run tinyvla_ros <name>`)
+            "tinyvla_policy_node = tinyvla_ros.ros.policy_node:main",
+            "tinyvla_executor_node = tinyvla_ros.ros.executor_node:main",
+            "tinyvla_fake_robot_node = tinyvla_ros.ros.fake_robot_node:main",
+            "tinyvla_synthetic_sensors = tinyvla_ros.ros.synthetic_sensors:main",
+            "tinyvla_realsense_node = tinyvla_ros.ros.cameras.realsense_node:main",
+            "tinyvla_zed_node = tinyvla_ros.ros.cameras.zed_node:main",
+            "tinyvla_bag_record = tinyvla_ros.ros.bag_record:main",
+            "tinyvla_bag_play = tinyvla_ros.ros.bag_play:main",
         ],
     },
 )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,7 +70,28 @@ def test_ament_index_marker_and_executables(install_tree: Path) -> None:
     marker = install_tree / "share" / "ament_index" / "resource_index" / "packages" / "tinyvla_ros"
     assert marker.is_file()
     scripts = {p.name for p in (install_tree / "lib" / "tinyvla_ros").iterdir()}
-    assert "tinyvla-model" in scripts, f"console scripts missing from lib/tinyvla_ros: {sorted(scripts)}"
+    declared = {name for name, _ in declared_entry_points()}
+    assert declared <= scripts, f"console scripts missing from lib/tinyvla_ros: {sorted(declared - scripts)}"
+    # every node the graph starts has its executable installed (launch_ros looks them up by name)
+    from tinyvla_ros.ros.graph import build_graph
+
+    for robot in ("franka", "ur5_bimanual"):
+        for spec in build_graph(robot, use_sim=True):
+            assert spec.console_script in scripts, f"{robot}: {spec.console_script} not installed"
+
+
+def declared_entry_points() -> list[tuple[str, str]]:
+    """(script name, "module:function") pairs declared in setup.py."""
+    text = (REPO / "setup.py").read_text()
+    pairs = re.findall(r'"([\w-]+) = ([\w.]+:\w+)"', text)
+    assert pairs, "no console_scripts found in setup.py"
+    return pairs
+
+
+@pytest.mark.parametrize("name,target", declared_entry_points())
+def test_every_entry_point_resolves(name: str, target: str) -> None:
+    module, func = target.split(":")
+    assert callable(getattr(importlib.import_module(module), func)), f"{name}: {target} is not callable"
 
 
 def test_installed_package_imports_and_finds_its_share(install_tree: Path) -> None:

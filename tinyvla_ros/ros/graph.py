@@ -282,8 +282,11 @@ def build_graph(
             raise NotImplementedError(
                 f"use_sim:=true needs the MuJoCo fake robot node {FAKE_ROBOT_MODULE}, which this installation lacks"
             )
-        fake = dict(common, setup=robot)
+        fake = dict(common, setup=robot, zed_topic_naming=zed_topic_naming)
         fake.update(extra.get("tinyvla_fake_robot", {}))
+        # the fake serves the gripper command topic, not franka_msgs actions (which `auto` would
+        # pick where franka_msgs is installed)
+        executor.setdefault("gripper_output", "topic")
         specs.append(NodeSpec(FAKE_ROBOT_MODULE, "tinyvla_fake_robot", "", fake, params_file=params_path))
     elif camera_driver == "direct":
         specs += _camera_nodes(cameras, camera_names, params_path, zed_topic_naming)

@@ -64,7 +64,7 @@ class LifecycleClient:
             raise LifecycleError(f"{self.target}: {client.srv_name} did not answer within {timeout:.0f} s")
         return future.result()
 
-    def state(self, timeout: float = 5.0) -> str:
+    def state(self, timeout: float = 30.0) -> str:
         """The node's current state label (unconfigured, inactive, active, finalized)."""
         return self._call(self._get, GetState.Request(), timeout).current_state.label
 

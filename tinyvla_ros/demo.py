@@ -95,6 +95,17 @@ def find_checkpoint(robot: str, given: str = "") -> tuple[str, str]:
     return "", ""
 
 
+def _loads(directory: Path) -> bool:
+    """True when a checkpoint left by an earlier run still loads with this version of the model."""
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    try:
+        TinyVLAPolicy.from_pretrained(directory)
+    except (ValueError, OSError, KeyError, RuntimeError):
+        return False
+    return True
+
+
 def random_checkpoint(robot: str, directory: Path, seed: int = 0, spread: float = 0.2) -> Path:
     """Write (or reuse) a random-init nano checkpoint for ``robot``: actions home +- ``spread`` rad.
 
@@ -104,7 +115,7 @@ def random_checkpoint(robot: str, directory: Path, seed: int = 0, spread: float 
     from tinyvla_ros.core.robots import load_robot_spec
 
     marker = directory / RANDOM_MARKER
-    if marker.is_file() and (directory / "config.json").is_file():
+    if marker.is_file() and (directory / "config.json").is_file() and _loads(directory):
         return directory
     policy = _section(robot, "tinyvla_policy")
     spec_name, prefixes = ROBOT_SPECS[robot]

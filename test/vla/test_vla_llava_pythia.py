@@ -114,6 +114,9 @@ def test_loader_reproduces_the_weights_exactly(source, tmp_path, shards):
     for key in backbone_keys:
         assert torch.equal(ours[key], source.state_dict()[key]), key
     assert ours["head.unet.final.1.weight"].shape == (14, c.head.down_dims[0], 1)  # new head for 14-D actions
+    for key, value in ours.items():  # the new head is randomly initialised, not left as raw memory
+        if key.startswith("head.") and value.ndim > 1:
+            assert torch.isfinite(value).all() and 0.0 < float(value.std()) < 1.0, key
     policy.normalizer = Normalizer.identity(14, 14)
     chunk = policy.predict_chunk(camera_images(3), "pick up the bread", np.zeros(14), seed=0)
     assert chunk.shape == (16, 14) and np.all(np.isfinite(chunk))

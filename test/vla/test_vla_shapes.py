@@ -174,6 +174,8 @@ def test_backward_reaches_every_part(make_policy):
         ("state", torch.zeros(2, 3), r"batch\['state'\] must have shape \(2, 7\)"),
         ("actions", torch.zeros(2, 8, 10), r"batch\['actions'\] must have shape \(2, 16, 10\)"),
         ("images", torch.zeros(2, 2, 3, 64, 64, dtype=torch.int32), "images must be uint8 or float"),
+        ("images", torch.full((2, 2, 3, 64, 64), 255.0), r"float images must lie in \[0, 1\]"),
+        ("state", torch.full((2, 7), float("nan")), r"batch\['state'\] contains NaN or inf"),
     ],
 )
 def test_bad_batches_raise_clear_errors(make_policy, key, value, pattern):

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from tinyvla_ros.vla.checkpoint import CheckpointMismatchError
+from tinyvla_ros.vla.checkpoint import CheckpointMismatchError, skip_weight_init
 from tinyvla_ros.vla.config import LLMConfig, TinyVLAConfig, VisionConfig
 from tinyvla_ros.vla.normalize import Normalizer
 from tinyvla_ros.vla.tokenizer import load_tokenizer
@@ -171,8 +171,12 @@ def load_llava_pythia(
     config = config_from_llava_pythia(hf, **overrides)
     if tokenizer is None:
         tokenizer = load_tokenizer(path)
-    policy = TinyVLAPolicy(config, tokenizer=tokenizer, normalizer=normalizer)
     mapped = map_llava_pythia_keys(_load_tensors(path))
+    with skip_weight_init():  # the backbone is overwritten below; only the head needs a random init
+        policy = TinyVLAPolicy(config, tokenizer=tokenizer, normalizer=normalizer)
+    for module in policy.head.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
     own = {k: v for k, v in policy.state_dict().items() if k.startswith("backbone.")}
     missing = sorted(set(own) - set(mapped))
     unexpected = sorted(set(mapped) - set(own))
@@ -188,5 +192,7 @@ def load_llava_pythia(
             raise CheckpointMismatchError(
                 f"shape of {key}", tuple(value.shape), tuple(own[key].shape), str(path)
             )
-    policy.load_state_dict(mapped, strict=False)
+    with torch.no_grad():
+        for key, value in mapped.items():
+            own[key].copy_(value)
     return policy

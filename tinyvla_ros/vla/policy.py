@@ -104,11 +104,12 @@ class TinyVLAPolicy(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        """Device of the weights (read from one head weight: O(1), unlike next(parameters()))."""
+        return self.head.condition.combine.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
+        return self.head.condition.combine.weight.dtype
 
     @property
     def image_position(self) -> int:
@@ -233,6 +234,9 @@ class TinyVLAPolicy(nn.Module):
             raise ValueError(
                 f"batch['action_pad'] must have shape {(b, c.chunk_len)}, got {tuple(batch['action_pad'].shape)}"
             )
+        for key in ("state", "actions"):
+            if not bool(torch.isfinite(batch[key]).all()):
+                raise ValueError(f"batch[{key!r}] contains NaN or inf")
         return b
 
     def _text_inputs(self, batch: Mapping[str, Any], b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,10 +255,14 @@ class TinyVLAPolicy(nn.Module):
 
     @staticmethod
     def _unit_images(images: torch.Tensor) -> torch.Tensor:
+        """uint8 (0..255) or float in [0, 1] -> float in [0, 1]."""
         if images.dtype == torch.uint8:
             return images.float() / 255.0
         if not images.is_floating_point():
             raise TypeError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+        low, high = float(images.min()), float(images.max())
+        if not (low >= -1e-3 and high <= 1.0 + 1e-3):  # also rejects NaN
+            raise ValueError(f"float images must lie in [0, 1] (RGB / 255), got values in [{low}, {high}]")
         return images
 
     def forward(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -281,13 +289,17 @@ class TinyVLAPolicy(nn.Module):
     # ------------------------------------------------------------------ inference
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
+        """Eval mode (no LoRA dropout) and inference_mode for one call; the previous mode is restored."""
         was_training = self.training
-        self.eval()
+        toggle = any(m.training for m in self.modules())
+        if toggle:
+            self.eval()
         try:
             with torch.inference_mode():
                 yield
         finally:
-            self.train(was_training)
+            if toggle:
+                self.train(was_training)
 
     def _noise(self, b: int, seed: int | None, initial_noise: np.ndarray | None) -> torch.Tensor:
         shape = (b, self.config.chunk_len, self.config.action_dim)

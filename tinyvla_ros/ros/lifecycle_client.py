@@ -64,9 +64,26 @@ class LifecycleClient:
             raise LifecycleError(f"{self.target}: {client.srv_name} did not answer within {timeout:.0f} s")
         return future.result()
 
-    def state(self, timeout: float = 30.0) -> str:
-        """The node's current state label (unconfigured, inactive, active, finalized)."""
-        return self._call(self._get, GetState.Request(), timeout).current_state.label
+    def state(self, timeout: float = 30.0, attempt: float = 2.0) -> str:
+        """The node's current state label (unconfigured, inactive, active, finalized).
+
+        GetState is idempotent, so an unanswered request is re-sent every ``attempt`` seconds: a
+        request goes only to the servers matched when it is sent, and the node we want may be
+        matched after another, silent server of the same name (a node left over in the same
+        domain, or one still starting up) made ``wait_for_services`` return.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self._call(
+                    self._get, GetState.Request(), max(0.1, min(attempt, left))
+                ).current_state.label
+            except LifecycleError:
+                if time.monotonic() >= deadline:
+                    raise LifecycleError(
+                        f"{self.target}: {self._get.srv_name} did not answer within {timeout:.0f} s"
+                    ) from None
 
     def transition(self, name: str, timeout: float = 60.0) -> None:
         """Trigger transition ``name`` (configure, activate, ...); LifecycleError if it fails."""

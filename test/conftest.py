@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 
 import pytest
 
@@ -33,29 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-_SESSION_DOMAIN = int(os.environ["ROS_DOMAIN_ID"])
-_module_counter = 0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _module_ros_domain() -> Iterator[None]:
-    """Each test module runs in its own domain (session id + module index, within 1..101).
-
-    A node that an earlier module left behind (a process still shutting down, an in-process node
-    not yet destroyed) then cannot answer another module's service calls or publish on its topics.
-    Contexts and processes created during the module read the variable when they start.
-    """
-    global _module_counter
-    if os.environ.get("TINYVLA_TEST_DOMAIN_ID"):
-        yield
-        return
-    domain = (_SESSION_DOMAIN - 1 + _module_counter) % 101 + 1
-    _module_counter += 1
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    yield
-
-
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ros_domain_id() -> int:
-    """The ROS_DOMAIN_ID the current test module runs in."""
+    """The ROS_DOMAIN_ID this test session runs in."""
     return int(os.environ["ROS_DOMAIN_ID"])

@@ -250,7 +250,11 @@ def test_recording_played_back_drives_the_node_process(ros, tmp_path) -> None:
     ]
     proc = node_process(*args)
     try:
-        wait_until(lambda: len(images_out) >= 12, 30.0, "12 played-back images")
+        wait_until(
+            lambda: {int(m.data[0]) for m, _ in images_out} >= set(shades_recorded),
+            30.0,
+            "every recorded frame played back (the recording loops)",
+        )
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGINT)

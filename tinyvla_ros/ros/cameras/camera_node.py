@@ -66,6 +66,24 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     return value
 
 
+def check_common_parameters(cfg: Any) -> None:
+    """Validate the fields every camera node config shares; ValueError names the parameter and value."""
+    from tinyvla_ros.ros.cameras.clock import TIMESTAMP_MODES
+    from tinyvla_ros.ros.cameras.messages import RELIABILITIES
+
+    if cfg.timestamp_mode not in TIMESTAMP_MODES:
+        raise ValueError(
+            f"parameter 'timestamp_mode' must be one of {list(TIMESTAMP_MODES)}, got {cfg.timestamp_mode!r}"
+        )
+    if cfg.qos_reliability not in RELIABILITIES:
+        raise ValueError(
+            f"parameter 'qos_reliability' must be one of {list(RELIABILITIES)}, got {cfg.qos_reliability!r}"
+        )
+    for key in ("qos_depth", "diagnostics_period_s"):
+        if not getattr(cfg, key) > 0:
+            raise ValueError(f"parameter {key!r} must be > 0, got {getattr(cfg, key)!r}")
+
+
 def declare_config(node: Node, cls: type) -> Any:
     """Declare every field of dataclass ``cls`` as a typed parameter of ``node``, read it, build ``cls``.
 

@@ -23,10 +23,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinyvla_ros.ros.cameras.camera_node import CameraNodeBase, CameraOutput, declare_config, run_node
-from tinyvla_ros.ros.cameras.clock import TIMESTAMP_MODES, FrameClockConfig
+from tinyvla_ros.ros.cameras.camera_node import (
+    CameraNodeBase,
+    CameraOutput,
+    check_common_parameters,
+    declare_config,
+    run_node,
+)
+from tinyvla_ros.ros.cameras.clock import FrameClockConfig
 from tinyvla_ros.ros.cameras.frames import FrameSource
-from tinyvla_ros.ros.cameras.messages import RELIABILITIES, realsense_topics
+from tinyvla_ros.ros.cameras.messages import realsense_topics
 from tinyvla_ros.ros.cameras.realsense_source import SYNC_MODES, PipelineSource, RealSenseStreamConfig
 from tinyvla_ros.ros.cameras.worker import WorkerConfig
 
@@ -100,17 +106,7 @@ class RealSenseNodeConfig:
     diagnostics_period_s: float = _doc("seconds between /diagnostics messages", default=1.0)
 
     def __post_init__(self) -> None:
-        if self.timestamp_mode not in TIMESTAMP_MODES:
-            raise ValueError(
-                f"parameter 'timestamp_mode' must be one of {list(TIMESTAMP_MODES)}, got {self.timestamp_mode!r}"
-            )
-        if self.qos_reliability not in RELIABILITIES:
-            raise ValueError(
-                f"parameter 'qos_reliability' must be one of {list(RELIABILITIES)}, got {self.qos_reliability!r}"
-            )
-        for key in ("qos_depth", "diagnostics_period_s"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"parameter {key!r} must be > 0, got {getattr(self, key)!r}")
+        check_common_parameters(self)
         modes = self.inter_cam_sync_modes or [self.inter_cam_sync_mode]
         bad = [m for m in modes if m not in SYNC_MODES]
         if bad:

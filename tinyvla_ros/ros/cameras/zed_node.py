@@ -22,10 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinyvla_ros.core.camera_calib import zed_rgb_topics
-from tinyvla_ros.ros.cameras.camera_node import CameraNodeBase, CameraOutput, declare_config, run_node
-from tinyvla_ros.ros.cameras.clock import TIMESTAMP_MODES, FrameClockConfig
+from tinyvla_ros.ros.cameras.camera_node import (
+    CameraNodeBase,
+    CameraOutput,
+    check_common_parameters,
+    declare_config,
+    run_node,
+)
+from tinyvla_ros.ros.cameras.clock import FrameClockConfig
 from tinyvla_ros.ros.cameras.frames import FrameSource
-from tinyvla_ros.ros.cameras.messages import RELIABILITIES
 from tinyvla_ros.ros.cameras.worker import WorkerConfig
 from tinyvla_ros.ros.cameras.zed_source import ZedSource, ZedSourceConfig, import_zed_sdk
 
@@ -65,17 +70,7 @@ class ZedNodeConfig:
     diagnostics_period_s: float = _doc("seconds between /diagnostics messages", default=1.0)
 
     def __post_init__(self) -> None:
-        if self.timestamp_mode not in TIMESTAMP_MODES:
-            raise ValueError(
-                f"parameter 'timestamp_mode' must be one of {list(TIMESTAMP_MODES)}, got {self.timestamp_mode!r}"
-            )
-        if self.qos_reliability not in RELIABILITIES:
-            raise ValueError(
-                f"parameter 'qos_reliability' must be one of {list(RELIABILITIES)}, got {self.qos_reliability!r}"
-            )
-        for key in ("qos_depth", "diagnostics_period_s"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"parameter {key!r} must be > 0, got {getattr(self, key)!r}")
+        check_common_parameters(self)
         self.source_config("zed")
         self.worker_config("zed")
 

@@ -33,7 +33,8 @@ from tinyvla_ros.data.demos import SETUPS, graph_parameters
 class EvalConfig:
     """setup; tasks (None: all); seeds: episode seeds (scene layout); policy_seed: diffusion noise
     seed (-1: fresh noise; chunk i of an episode uses policy_seed + i); execution_mode: "" = the
-    params file's; max_seconds: 0 = per-task default; engine/device: as tinyvla_ros.vla.engines."""
+    params file's; max_seconds: 0 = per-task default; engine/device: as tinyvla_ros.vla.engines;
+    instruction: "" = each task's own, else this instruction in every episode (language checks)."""
 
     setup: str = "franka"
     tasks: tuple[str, ...] | None = None
@@ -46,6 +47,7 @@ class EvalConfig:
     engine: str = "torch"
     device: str = "cpu"
     num_threads: int = 0
+    instruction: str = ""
 
     def __post_init__(self) -> None:
         if self.setup not in SETUPS:
@@ -156,21 +158,24 @@ class PolicyRunner:
         images = [self.env.render(c) for c in self.cameras]
         return images, self.env.joint_positions()[self._state_cols]
 
-    def episode(self, task: str, seed: int, policy_seed: int, max_seconds: float) -> EpisodeOutcome:
-        """One evaluation episode."""
+    def episode(
+        self, task: str, seed: int, policy_seed: int, max_seconds: float, instruction: str = ""
+    ) -> EpisodeOutcome:
+        """One evaluation episode (``instruction``: '' = the task's own)."""
         from tinyvla_ros.sim.experts import make_expert
 
         env = self.env
         env.reset(task, seed)
         limit = max_seconds or 1.5 * make_expert(env).duration + 2.0
         self.executor.reset()
+        instruction = instruction or env.instruction
         start, inferences, success = time.perf_counter(), 0, False
         while env.time < limit - 1e-9:
             now = env.time
             if self.executor.needs_chunk(now):
                 images, state = self.observe()
                 seed_i = None if policy_seed < 0 else policy_seed + inferences
-                chunk = self.engine.predict_chunk(images, env.instruction, state, seed=seed_i)
+                chunk = self.engine.predict_chunk(images, instruction, state, seed=seed_i)
                 self.executor.add_chunk(chunk, now, now)
                 inferences += 1
             action = self.executor.action_at(now)
@@ -217,7 +222,9 @@ def evaluate(checkpoint: str | Path, cfg: EvalConfig | None = None, progress: bo
 
             jobs = tqdm(jobs, desc="eval", unit="episode")
         for task, seed in jobs:
-            results.episodes.append(runner.episode(task, seed, cfg.policy_seed, cfg.max_seconds))
+            results.episodes.append(
+                runner.episode(task, seed, cfg.policy_seed, cfg.max_seconds, cfg.instruction)
+            )
     finally:
         env.close()
     return results
@@ -242,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--engine", default="torch", help="inference engine (torch, onnx, ...: see vla.engines)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default="", help="also write the results as JSON here")
+    p.add_argument("--instruction", default="", help="give the policy this instruction in every episode")
+    p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = p.parse_args(argv)
     try:
         cfg = EvalConfig(
@@ -255,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             image_height=args.height,
             engine=args.engine,
             device=args.device,
+            num_threads=args.num_threads,
+            instruction=args.instruction,
         )
         results = evaluate(args.checkpoint, cfg, progress=True)
     except (ValueError, FileNotFoundError, OSError) as exc:

@@ -233,3 +233,14 @@ def test_training_options_are_checked(demo_dataset, tmp_path):
         autocast_dtype("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="--init"):
         Trainer(_cfg(demo_dataset, tmp_path / "s", preset="tinyvla-s"))
+
+
+def test_model_overrides_from_the_command_line_are_parsed_and_checked():
+    from tinyvla_ros.data.train import parse_overrides
+
+    parsed = parse_overrides(["image_size=128", "vision.patch_size=8", "head.down_dims=[16, 32]"])
+    assert parsed == {"image_size": 128, "vision": {"patch_size": 8}, "head": {"down_dims": [16, 32]}}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["image_size"])
+    with pytest.raises(ValueError, match="already set"):
+        parse_overrides(["vision=3", "vision.patch_size=8"])

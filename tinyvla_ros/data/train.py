@@ -569,7 +569,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--crop-ratio", type=float, default=0.95, help="random/centre crop side fraction (1: none)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config override when training from scratch, e.g. image_size=128 or vision.patch_size=8",
+    )
     return p
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """["image_size=128", "vision.patch_size=8"] -> {"image_size": 128, "vision": {"patch_size": 8}}
+    (values parsed as YAML); ValueError naming the item when one is not KEY=VALUE."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (e.g. image_size=128), got {item!r}")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {part!r} is already set to a value")
+        node[leaf] = yaml.safe_load(text)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -585,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
             log_every=args.log_every, num_workers=args.num_workers, num_threads=args.num_threads,
             seed=args.seed, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
             augment=AugmentConfig(enabled=not args.no_augment, crop_ratio=args.crop_ratio),
+            overrides=parse_overrides(args.set),
         )  # fmt: skip
         final = Trainer(cfg).run()
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:

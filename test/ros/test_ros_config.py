@@ -67,7 +67,15 @@ def test_params_files_build_valid_configs_that_agree(robot, layout):
     policy = node_section(params, POLICY)
     cameras = {n: CameraSpec(**policy["cameras"][n]) for n in policy["camera_names"]}
     pcfg = PolicyNodeConfig(**{k: v for k, v in policy.items() if k != "cameras"}, cameras=cameras)
-    ecfg = ExecutorNodeConfig(**node_section(params, EXECUTOR))
+    executor = dict(node_section(params, EXECUTOR))
+    from tinyvla_ros.ros.command_guard import CommandGuardConfig
+    from tinyvla_ros.ros.control import FaultChecks
+
+    checks = FaultChecks(**executor.pop("faults", {}))
+    guard = CommandGuardConfig(**executor.pop("guard", {}))
+    assert guard.enabled and list(guard.allowed_chunk_publishers) == ["tinyvla_policy"]
+    assert checks.chunk_limit_tolerance > 0
+    ecfg = ExecutorNodeConfig(**executor)
     assert ecfg.action_layout == layout and ecfg.enable_actuation is False
     prefixes = ecfg.arm_prefixes
     kw = {"left_prefix": prefixes[0], "right_prefix": prefixes[1]} if len(prefixes) == 2 else {}

@@ -2,7 +2,7 @@
 
 - images:      sensor_msgs Image / CompressedImage payloads <-> RGB arrays
 - observation: multi-camera ring buffers, anchor-time alignment, joint-state interpolation
-- chunking:    timestamped action-chunk execution (open_loop, temporal_ensemble, overlap_blend)
+- chunking:    timestamped action-chunk execution (open_loop, temporal_ensemble, overlap_blend, inpaint)
 - safety:      joint / end-effector safety filters, gripper hysteresis
 - robots:      robot specs from config/robots/*.yaml, DH forward kinematics, action layouts
 - rotations:   6-D rotation, quaternion, Euler, rotation-vector conversions

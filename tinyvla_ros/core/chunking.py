@@ -18,6 +18,15 @@ Modes:
     overlap_blend      the newest chunk replaces the plan, its first ``blend_steps`` steps blended
                        with what the old plan said for the same times (weights ramp towards the
                        new chunk); a new chunk is requested when the plan runs low (LeRobot async).
+    inpaint            the newest chunk replaces the plan from its first future step on, with no
+                       blending: the policy has already made it continue the committed plan (its
+                       leading steps were inpainted with ``committed_steps``, see ``inpaint_prefix``
+                       and tinyvla_ros.vla.inpaint); a new chunk is requested when the plan runs low.
+
+Inpainting support (real-time chunking for a diffusion head): ``committed_steps(t)`` is what the
+executor will execute from t on; ``inpaint_prefix`` maps it onto the next chunk's step grid with
+per-step weights (1 on the steps executed before the chunk can arrive, a soft decay after them);
+``DelayEstimator`` is the online (EMA) estimate of the inference delay that decides that split.
 
 Glossary: T = steps in a chunk (<= chunk_len), A = action_dim, t = time in seconds.
 Thread-safe: chunks may arrive on one thread while a control timer reads on another.
@@ -34,9 +43,16 @@ import numpy as np
 
 from tinyvla_ros.core.stats import Counters
 
-__all__ = ["ChunkExecutorConfig", "ChunkExecutor", "EXECUTION_MODES"]
+__all__ = [
+    "EXECUTION_MODES",
+    "ChunkExecutor",
+    "ChunkExecutorConfig",
+    "DelayEstimator",
+    "inpaint_prefix",
+    "prefix_weights",
+]
 
-EXECUTION_MODES = ("open_loop", "temporal_ensemble", "overlap_blend")
+EXECUTION_MODES = ("open_loop", "temporal_ensemble", "overlap_blend", "inpaint")
 
 
 def _int_in(name: str, value: object, lo: int, hi: int) -> None:
@@ -59,7 +75,7 @@ class ChunkExecutorConfig:
         max_chunks: chunks kept at most (temporal_ensemble); default chunk_len.
         refill_steps: request a chunk when at most this many planned steps remain; default:
             open_loop chunk_len - open_loop_steps, temporal_ensemble chunk_len - 1 (every step),
-            overlap_blend chunk_len // 2.
+            overlap_blend and inpaint chunk_len // 2.
         interpolate: linear interpolation between step times (else nearest step).
         strict_open_loop: open_loop: keep only the first open_loop_steps of each chunk.
     """
@@ -97,6 +113,7 @@ class ChunkExecutorConfig:
                 "open_loop": self.chunk_len - self.open_loop_steps,
                 "temporal_ensemble": self.chunk_len - 1,
                 "overlap_blend": self.chunk_len // 2,
+                "inpaint": self.chunk_len // 2,
             }[self.mode]
         _int_in("refill_steps", self.refill_steps, 0, self.chunk_len - 1)
 
@@ -258,3 +275,114 @@ class ChunkExecutor:
     def num_chunks(self) -> int:
         with self._lock:
             return len(self._chunks)
+
+
+# ----------------------------------------------------------------------------- inpainting support
+def prefix_weights(chunk_len: int, hard_steps: int, prefix_len: int, soft_decay_steps: int) -> np.ndarray:
+    """Per-step inpainting weights (chunk_len,) in [0, 1].
+
+    1 on the first ``hard_steps`` steps (executed before the new chunk can arrive), then a linear
+    decay 1 - j / (soft_decay_steps + 1), j = 1..soft_decay_steps, on the following steps, 0 from
+    ``prefix_len`` on (no committed action is known there) and after the decay.
+    """
+    _check_int("chunk_len", chunk_len, 1, 10_000)
+    _check_int("prefix_len", prefix_len, 0, chunk_len)
+    _check_int("hard_steps", hard_steps, 0, prefix_len)
+    _check_int("soft_decay_steps", soft_decay_steps, 0, 10_000)
+    w = np.zeros(chunk_len)
+    w[:hard_steps] = 1.0
+    for j in range(soft_decay_steps):
+        i = hard_steps + j
+        if i >= prefix_len:
+            break
+        w[i] = 1.0 - (j + 1) / (soft_decay_steps + 1)
+    return w
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> None:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+
+
+def inpaint_prefix(
+    times: np.ndarray,
+    actions: np.ndarray,
+    obs_time: float,
+    dt: float,
+    chunk_len: int,
+    hard_until: float,
+    soft_decay_steps: int = 0,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Map committed steps onto the grid of a chunk predicted from an observation at ``obs_time``.
+
+    Args:
+        times: (m,) increasing times (s) of the committed steps (``ChunkExecutor.committed_steps``).
+        actions: (m, A) committed actions in robot units.
+        obs_time: the new chunk's observation stamp: its step i is meant for obs_time + i * dt.
+        dt: seconds between chunk steps; chunk_len: T, steps of the new chunk.
+        hard_until: time (s) until which the committed plan will surely be executed (expected
+            arrival of the new chunk plus a margin): grid steps up to it get weight 1.
+        soft_decay_steps: grid steps after those whose weight decays linearly towards 0.
+    Returns:
+        (prefix (k, A) robot units, weights (T,) in [0, 1]) for ``predict_chunk(prefix=...,
+        prefix_weight=...)``, or None when no grid step falls within the committed times. Grid
+        steps before the first committed time (in the past by the time the chunk arrives) hold the
+        first committed action; between committed times the actions are interpolated linearly.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    acts = np.asarray(actions, dtype=np.float64)
+    if times.ndim != 1 or acts.ndim != 2 or acts.shape[0] != times.shape[0]:
+        raise ValueError(f"times (m,) and actions (m, A) must match, got {times.shape} and {acts.shape}")
+    if not (np.all(np.isfinite(times)) and np.all(np.isfinite(acts))):
+        raise ValueError("committed times and actions must be finite")
+    if times.size > 1 and np.any(np.diff(times) <= 0):
+        raise ValueError(f"committed times must increase strictly, got {times.tolist()}")
+    for name, value in (("obs_time", obs_time), ("hard_until", hard_until)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+    if not (math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
+    _check_int("chunk_len", chunk_len, 1, 10_000)
+    _check_int("soft_decay_steps", soft_decay_steps, 0, 10_000)
+    if times.size == 0:
+        return None
+    grid = obs_time + dt * np.arange(chunk_len)  # (T,)
+    covered = int(np.count_nonzero(grid <= times[-1] + 1e-6 * dt))
+    if covered == 0:
+        return None
+    hard = min(covered, int(np.count_nonzero(grid <= hard_until + 1e-6 * dt)))
+    k = min(covered, hard + soft_decay_steps)
+    if k == 0:
+        return None
+    prefix = np.stack([np.interp(grid[:k], times, acts[:, d]) for d in range(acts.shape[1])], axis=1)
+    return prefix, prefix_weights(chunk_len, hard, k, soft_decay_steps)
+
+
+class DelayEstimator:
+    """Online estimate (exponential moving average) of a delay in seconds.
+
+    ``value`` is ``initial`` (e.g. the warm-up inference time) until the first ``update``, which
+    replaces it; each later update moves it by ``alpha`` towards the new measurement (alpha 1:
+    the last measurement only).
+    """
+
+    def __init__(self, alpha: float = 0.3, initial: float = 0.0) -> None:
+        if not (isinstance(alpha, int | float) and math.isfinite(alpha) and 0.0 < alpha <= 1.0):
+            raise ValueError(f"DelayEstimator.alpha must be in (0, 1], got {alpha!r}")
+        if not (isinstance(initial, int | float) and math.isfinite(initial) and initial >= 0.0):
+            raise ValueError(f"DelayEstimator.initial must be a finite number >= 0, got {initial!r}")
+        self.alpha = float(alpha)
+        self.value = float(initial)
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def update(self, seconds: float) -> float:
+        """Add one measurement (s, finite, >= 0); returns the new estimate."""
+        if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds >= 0.0):
+            raise ValueError(f"a measured delay must be a finite number >= 0 s, got {seconds!r}")
+        with self._lock:
+            self.value = (
+                float(seconds) if self.count == 0 else self.value + self.alpha * (seconds - self.value)
+            )
+            self.count += 1
+            return self.value

@@ -54,7 +54,7 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.setup must be one of {list(SETUPS)}, got {self.setup!r}")
         if not self.seeds or any(int(s) < 0 for s in self.seeds):
             raise ValueError(f"EvalConfig.seeds must be non-negative ints, got {self.seeds!r}")
-        if self.execution_mode not in ("", "open_loop", "temporal_ensemble", "overlap_blend"):
+        if self.execution_mode not in ("", "open_loop", "temporal_ensemble", "overlap_blend", "inpaint"):
             raise ValueError(
                 f"EvalConfig.execution_mode {self.execution_mode!r} is not a chunk execution mode"
             )
@@ -241,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0-4", help="scene seeds, e.g. 0-9")
     p.add_argument("--policy-seed", type=int, default=0, help="diffusion noise seed (-1: fresh noise)")
     p.add_argument(
-        "--execution-mode", default="", choices=("", "open_loop", "temporal_ensemble", "overlap_blend")
+        "--execution-mode",
+        default="",
+        choices=("", "open_loop", "temporal_ensemble", "overlap_blend", "inpaint"),
     )
     p.add_argument("--max-seconds", type=float, default=0.0, help="episode time limit (0: per-task default)")
     p.add_argument("--width", type=int, default=128)

@@ -15,6 +15,24 @@ While actuation is off the filters still run (the preview shows what would be se
 their own commands (no measured-position checks); ``reset_to_measured`` restarts them from the
 measured positions at rest when actuation is switched on.
 
+Fault checks (``FaultChecks``, executor parameters ``faults.*``), on top of ``hold_after``:
+
+- every joint is timed on its own: a joint missing from the messages, or older than
+  ``state_timeout``, makes the state unusable (idle) even while other joints keep arriving;
+- a chunk that is not a plausible command (NaN/inf, a target further than
+  ``chunk_limit_tolerance`` outside the position limits, consecutive steps faster than
+  ``max_chunk_speed_factor`` x the joint velocity limits, a first step further than
+  ``max_start_distance`` from the current command) is refused, the plan is dropped and the very
+  next tick holds until a good chunk arrives;
+- ``max_observation_age``: hold when the newest chunk's observation is older than this, so a
+  silent or frozen camera stops the arm even while an older plan still covers now;
+- the clock going backwards (sim time reset, bag loop) drops the plan and every joint-state
+  time (they lie in the new future); a forward jump beyond ``hold_after`` drops the plan. Steps
+  back under 50 ms are not jumps (a callback's clock reading racing the tick).
+
+``ActuationGate`` is the executor's on / stopping / off state machine (``~/enable``, ``~/stop``):
+after a stop only braking commands are sent, and none once at rest, until ``enable()``.
+
 Shapes: J = joints of one arm, A = action_dim; times in float seconds on the node's clock.
 """
 
@@ -37,6 +55,53 @@ from tinyvla_ros.core.safety import (
 )
 from tinyvla_ros.core.stats import LatencyStats
 from tinyvla_ros.ros.params import ExecutorNodeConfig
+
+# s: a clock reading this much earlier than the latest one is a jump backwards. Smaller steps back
+# are the inputs' callbacks racing the tick (a callback reads the clock, then waits for the lock).
+_BACKWARDS_TOLERANCE = 0.05
+
+
+@dataclass
+class FaultChecks:
+    """The executor's input checks beyond ``hold_after`` (declared as ``faults.<field>`` parameters).
+
+    state_timeout: s; a joint whose latest state is older makes the state unusable (idle);
+        0 = ``hold_after``.
+    max_observation_age: s; hold when the newest chunk's observation (its header stamp) is
+        older than this; 0 = off.
+    chunk_limit_tolerance: rad; a chunk target further outside the joint position limits is a
+        bad command (refused, hold); targets inside the tolerance are clamped by the filter.
+    max_chunk_speed_factor: a chunk whose consecutive steps need more than this many times
+        the joint velocity limits is refused; 0 = off.
+    max_start_distance: rad; a chunk whose first step is further than this from the current
+        command is refused (the policy lost track of the arm); 0 = off.
+    """
+
+    state_timeout: float = field(default=0.0, metadata={"doc": "s per joint; 0 = hold_after"})
+    max_observation_age: float = field(
+        default=0.0, metadata={"doc": "hold when the newest chunk's observation is older (s); 0 = off"}
+    )
+    chunk_limit_tolerance: float = field(
+        default=2.0, metadata={"doc": "rad outside the position limits that makes a chunk a bad command"}
+    )
+    max_chunk_speed_factor: float = field(
+        default=0.0, metadata={"doc": "refuse chunks faster than this x the velocity limits; 0 = off"}
+    )
+    max_start_distance: float = field(
+        default=0.0, metadata={"doc": "refuse chunks starting further from the command (rad); 0 = off"}
+    )
+
+    def __post_init__(self) -> None:
+        for name in (
+            "state_timeout",
+            "max_observation_age",
+            "chunk_limit_tolerance",
+            "max_chunk_speed_factor",
+            "max_start_distance",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"parameter 'faults.{name}' must be a finite number >= 0, got {value!r}")
 
 
 @dataclass
@@ -80,8 +145,10 @@ def make_layout(cfg: ExecutorNodeConfig, spec: RobotSpec) -> ActionLayout:
 class ControlLoop:
     """Chunk execution + safety for all arms of one robot set-up (thread-safe per call)."""
 
-    def __init__(self, cfg: ExecutorNodeConfig, spec: RobotSpec) -> None:
+    def __init__(self, cfg: ExecutorNodeConfig, spec: RobotSpec, checks: FaultChecks | None = None) -> None:
         self.cfg = cfg
+        self.checks = checks or FaultChecks()
+        self.state_timeout = self.checks.state_timeout or cfg.hold_after
         self.layout = make_layout(cfg, spec)
         if len(self.layout.arms) != len(cfg.arm_prefixes):
             raise ValueError(
@@ -121,7 +188,13 @@ class ControlLoop:
         self.clamps: Counter[str] = Counter()
         self.latency = LatencyStats(window=500)  # observation stamp -> first command using its chunk
         self._positions: dict[str, float] = {}
+        self._joint_times: dict[str, float] = {}  # joint -> time of its latest finite value
+        self._bad_joints: set[str] = set()  # joints whose latest value was NaN/inf
         self._state_time = -math.inf
+        self._last_now = -math.inf
+        self._newest_obs = -math.inf
+        self._fault = ""  # why the plan was dropped (bad chunk, clock jump) until a good chunk arrives
+        self._events: list[str] = []  # clock jumps since the last pop_events()
         self._state_problem = "no joint state received yet"
         self._last_chunk_time = -math.inf
         self._pending_stamp: float | None = None
@@ -140,16 +213,18 @@ class ControlLoop:
         update = {n: float(p) for n, p in zip(names, positions, strict=True) if n in wanted}
         if not update:
             return
-        bad = sorted(n for n, p in update.items() if not math.isfinite(p))
-        if bad:
-            self._state_problem = f"joint state has NaN/inf for {bad}"
-            self.counters["joint_states_bad"] += 1
-            self._state_time = now  # a fresh but bad state: no command until a good one arrives
-            self._positions.update(update)
-            return
-        self._positions.update(update)
+        self._check_clock(now)
+        bad = {n for n, p in update.items() if not math.isfinite(p)}
+        # a joint stays bad until a finite value of that joint arrives (not just any message)
+        self._bad_joints = (self._bad_joints - set(update)) | bad
+        self._positions.update({n: p for n, p in update.items() if n not in bad})
+        self._joint_times.update({n: now for n in update if n not in bad})
         self._state_time = now
-        self._state_problem = ""
+        if bad:
+            self.counters["joint_states_bad"] += 1
+        self._state_problem = (
+            f"joint state has NaN/inf for {sorted(self._bad_joints)}" if self._bad_joints else ""
+        )
 
     def add_chunk(self, chunk: np.ndarray, obs_stamp: float, dt: float, now: float) -> str | None:
         """Queue a (T, A) chunk; returns why it was dropped, or None when kept."""
@@ -161,6 +236,13 @@ class ControlLoop:
             return self._dropped(
                 "shape", f"chunk shape {chunk.shape} does not fit {len(self.action_names)} actions"
             )
+        self._check_clock(now)
+        bad = self.bad_chunk_reason(chunk, obs_stamp, now)
+        if bad:
+            self.reset_plan()
+            self._fault = f"bad chunk refused: {bad}"
+            self.counters["bad_chunks"] += 1
+            return self._dropped("bad_command", self._fault)
         if self.cfg.execution_mode == "open_loop" and not self.executor.needs_chunk(now):
             self.counters["chunks_skipped_open_loop"] += 1
             return None
@@ -172,7 +254,50 @@ class ControlLoop:
         self.counters["chunks_used"] += 1
         self._last_chunk_time = now
         self._pending_stamp = obs_stamp
+        self._newest_obs = max(self._newest_obs, obs_stamp)
+        self._fault = ""
         return None
+
+    def bad_chunk_reason(self, chunk: np.ndarray, obs_stamp: float, now: float) -> str:
+        """Why a (T, A) chunk is not a plausible command ("" when it is); joint layouts only.
+
+        NaN/inf anywhere; a joint target beyond the limits by more than chunk_limit_tolerance;
+        consecutive steps faster than max_chunk_speed_factor x the joint velocity limits; a
+        first step further than max_start_distance from the current command.
+        """
+        if not np.all(np.isfinite(chunk)):
+            return (
+                f"chunk has NaN/inf at steps {sorted(set(np.argwhere(~np.isfinite(chunk))[:, 0].tolist()))}"
+            )
+        if self.pose_filters is not None:
+            return ""
+        tol, factor, dt = (
+            self.checks.chunk_limit_tolerance,
+            self.checks.max_chunk_speed_factor,
+            self.cfg.action_dt,
+        )
+        rows = [self.layout.split(row) for row in chunk]
+        for i, arm in enumerate(self.layout.arms):
+            joints = np.stack([r[arm.name].joints for r in rows])  # (T, J)
+            spec, names = self.specs[i], self.joint_names[i]
+            excess = np.maximum(spec.position_lower - joints, joints - spec.position_upper)
+            if np.max(excess) > tol:
+                j = int(np.argmax(np.max(excess, axis=0)))
+                return f"{names[j]} target {float(joints[np.argmax(excess[:, j]), j]):.3f} rad is beyond its limits"
+            vmax = factor * np.asarray(spec.velocity, dtype=np.float64)
+            if factor > 0 and len(joints) > 1:
+                speed = np.max(np.abs(np.diff(joints, axis=0)), axis=0) / dt
+                if np.any(speed > vmax):
+                    j = int(np.argmax(speed / vmax))
+                    return f"{names[j]} jumps at {speed[j]:.2f} rad/s between steps (limit {vmax[j]:.2f})"
+            current = self.filters[i].command
+            start = self.checks.max_start_distance
+            if start > 0 and current is not None:
+                gap = np.abs(joints[0] - current)
+                if np.any(gap > start):
+                    j = int(np.argmax(gap))
+                    return f"{names[j]} first step is {gap[j]:.3f} rad from the command (> {start} rad)"
+        return ""
 
     def _dropped(self, code: str, reason: str) -> str:
         self.counters[f"chunks_dropped_{code}"] += 1
@@ -184,11 +309,19 @@ class ControlLoop:
         """Per-arm measured positions (J,), or None and why they cannot be used."""
         if self._state_problem:
             return None, self._state_problem
-        if now - self._state_time > self.cfg.hold_after:
-            return None, f"joint state older than hold_after ({now - self._state_time:.2f} s)"
+        if now - self._state_time > self.state_timeout:
+            return None, f"joint state older than {self.state_timeout} s ({now - self._state_time:.2f} s)"
         missing = [n for arm in self.joint_names for n in arm if n not in self._positions]
         if missing:
             return None, f"joint state lacks {missing}"
+        stale = [
+            n
+            for arm in self.joint_names
+            for n in arm
+            if now - self._joint_times.get(n, -math.inf) > self.state_timeout
+        ]
+        if stale:
+            return None, f"joint state lacks {stale} for more than {self.state_timeout} s"
         return [np.array([self._positions[n] for n in arm]) for arm in self.joint_names], ""
 
     def reset_to_measured(self, now: float) -> bool:
@@ -206,6 +339,7 @@ class ControlLoop:
 
     def tick(self, now: float, actuating: bool, hold_reason: str = "") -> TickResult:
         """Decide this period's commands (see the module docstring); ``hold_reason`` forces a hold."""
+        self._check_clock(now)
         measured, problem = self.measured(now)
         if measured is None:
             self.counters["ticks_idle"] += 1
@@ -230,7 +364,41 @@ class ControlLoop:
             self._pending_stamp = None
         return TickResult("run", "", arms, closed, changed)
 
+    def _check_clock(self, now: float) -> None:
+        """Drop the plan (and, going backwards, the joint-state times) when the clock jumps."""
+        last = self._last_now
+        self._last_now = max(last, now)
+        if now < last - _BACKWARDS_TOLERANCE:
+            self._last_now = now
+            self.reset_plan()
+            self._joint_times.clear()
+            self._bad_joints.clear()
+            self._state_time = -math.inf
+            self._newest_obs = -math.inf
+            self._fault = f"clock jumped backwards by {last - now:.3f} s: plan dropped"
+            self._events.append(self._fault)
+            self.counters["clock_jumps_backwards"] += 1
+        elif now - last > max(self.cfg.hold_after, self.state_timeout) and last > -math.inf:
+            self.reset_plan()
+            self._fault = f"clock jumped forwards by {now - last:.3f} s: plan dropped"
+            self._events.append(self._fault)
+            self.counters["clock_jumps_forwards"] += 1
+
+    def pop_events(self) -> list[str]:
+        """Clock jumps seen since the last call (for /diagnostics), oldest first."""
+        events, self._events = self._events, []
+        return events
+
     def _action(self, now: float) -> tuple[np.ndarray | None, str]:
+        if self._fault:
+            return None, self._fault
+        age = now - self._newest_obs
+        if self.checks.max_observation_age > 0 and age > self.checks.max_observation_age:
+            if self._newest_obs > -math.inf:
+                return (
+                    None,
+                    f"newest observation is {age:.3f} s old (max_observation_age {self.checks.max_observation_age} s)",
+                )
         if now - self._last_chunk_time > self.cfg.hold_after:
             if self._last_chunk_time == -math.inf:
                 return None, "no chunk received yet"
@@ -275,3 +443,57 @@ class ControlLoop:
         self.executor.reset()
         self._last_chunk_time = -math.inf
         self._pending_stamp = None
+
+
+@dataclass
+class ArmAction:
+    """What the executor sends for one arm this tick: kind "send" | "hold" | "pose"."""
+
+    kind: str
+    arm: int
+
+
+class ActuationGate:
+    """The executor's actuation state (no ROS): off, on, or stopping (braking before off).
+
+    ``enable()`` switches on; ``disable(reason)`` / a stop brake to a stop and then switch off;
+    ``actions(result)`` says what to send for one tick and advances the state. Guarantees: while
+    off nothing is sent; while stopping only hold (braking) commands are sent; once the arm is at
+    rest after a stop nothing is sent until ``enable()``; a hold whose stop command has been sent
+    is not repeated unless the controller needs it (``repeat_hold``: forward controllers).
+    """
+
+    def __init__(self, enabled: bool, repeat_hold: bool) -> None:
+        self.actuating = bool(enabled)
+        self.stopping = ""  # non-empty while braking before actuation goes off
+        self.repeat_hold = bool(repeat_hold)
+        self._hold_done = False
+
+    def enable(self) -> None:
+        """Actuation on (the caller has reset the filters to the measured positions)."""
+        self.actuating, self.stopping, self._hold_done = True, "", False
+
+    def disable(self, reason: str) -> None:
+        """Brake to a stop, then actuation off (no effect while already off)."""
+        if self.actuating:
+            self.stopping = reason
+
+    def actions(self, result: TickResult) -> tuple[list[ArmAction], bool]:
+        """(per-arm actions to send, whether gripper commands may be sent) for one tick."""
+        out: list[ArmAction] = []
+        grippers = False
+        if self.actuating and result.mode == "idle":
+            self._hold_done = False
+        elif self.actuating:
+            hold = result.mode == "hold"
+            if not (hold and self._hold_done and not self.repeat_hold):
+                for i, arm in enumerate(result.arms):
+                    if arm.positions is None:
+                        out.append(ArmAction("pose", i))
+                    else:
+                        out.append(ArmAction("hold" if hold and not arm.moving else "send", i))
+                self._hold_done = hold and not any(a.moving for a in result.arms)
+                grippers = not hold
+        if self.stopping and not any(a.moving for a in result.arms):
+            self.actuating, self.stopping = False, ""
+        return out, grippers

@@ -2,7 +2,7 @@
 
 Inputs: the policy's chunks (trajectory_msgs/JointTrajectory, ``chunk_topic``) and
 ``joint_states_topic``. Every 1/control_rate s the ControlLoop (tinyvla_ros.ros.control) picks the
-action for now from the chunk executor (open_loop | temporal_ensemble | overlap_blend), passes it
+action for now from the chunk executor (open_loop | temporal_ensemble | overlap_blend | inpaint), passes it
 through the safety filter and the node publishes:
 
 - always (while the joint state is usable): ``~/preview`` (sensor_msgs/JointState: commanded
@@ -17,7 +17,13 @@ joint state (none, stale, NaN) -> no command at all. ``enable_actuation`` is fal
 Services: ``~/enable`` (std_srvs/SetBool; true restarts from the measured position and waits
 for a fresh chunk; false brakes to a stop, then stops commanding) and ``~/stop`` (std_srvs/Trigger:
 brake, stop commanding, forget the plan; needs ``~/enable`` true to move again).
-``~/status`` (std_msgs/String, latched JSON {"mode", "reason", "actuation"}) changes with the mode;
+``committed_topic`` (default ``~/committed``, trajectory_msgs/JointTrajectory: the steps the chunk
+executor will run from now on, header.stamp = the first step's time, time_from_start = i *
+action_dt; no points when nothing is planned) on every accepted chunk and at ``committed_rate``:
+the policy node inpaints them into its next chunk (``execution_mode: inpaint``).
+``~/status`` (std_msgs/String, latched JSON {"mode", "reason", "actuation", "stamp"}: stamp = the
+tick's time on the node's clock) changes with the mode; command guard and fault checks: see
+tinyvla_ros.ros.command_guard (parameters ``guard.*``) and tinyvla_ros.ros.control (``faults.*``);
 /diagnostics at ~1 Hz.
 """
 
@@ -32,6 +38,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -41,12 +48,15 @@ from trajectory_msgs.msg import JointTrajectory
 
 from tinyvla_ros.core.robots import load_robot_spec
 from tinyvla_ros.core.stats import LatencyStats
-from tinyvla_ros.ros.control import ControlLoop, TickResult
+from tinyvla_ros.ros.command_guard import CommandGuard, CommandGuardConfig, Endpoint, node_fqn
+from tinyvla_ros.ros.control import ActuationGate, ControlLoop, FaultChecks, TickResult
 from tinyvla_ros.ros.conversions import (
     ChunkFormatError,
+    chunk_to_trajectory,
     joint_state,
     joint_state_fields,
     pose_stamped,
+    sec_to_stamp,
     trajectory_to_chunk,
 )
 from tinyvla_ros.ros.diagnostics import DiagnosticsPublisher, DiagnosticState, summarize
@@ -70,13 +80,14 @@ class ExecutorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.cfg: ExecutorNodeConfig = declare_dataclass(self, ExecutorNodeConfig)
-        self.loop = ControlLoop(self.cfg, load_robot_spec(self.cfg.robot))
+        self.checks = declare_dataclass(self, FaultChecks, prefix="faults.")
+        self.loop = ControlLoop(self.cfg, load_robot_spec(self.cfg.robot), self.checks)
+        guard_cfg = declare_dataclass(self, CommandGuardConfig, prefix="guard.")
+        self.guard = CommandGuard(guard_cfg, self.get_fully_qualified_name(), self.get_namespace())
+        self._guard_refreshed = 0.0
         self.diag = DiagnosticState()
         self.period = LatencyStats(window=2000)
         self._lock = threading.Lock()  # guards loop and actuation state across callback groups
-        self._actuating = False
-        self._stopping = ""  # non-empty while braking before actuation goes off
-        self._hold_done = False
         self._gripper_state: dict[int, bool] = {}  # arm -> closed, as last sent
         self._last_tick = None
         self._status = None
@@ -84,6 +95,11 @@ class ExecutorNode(Node):
         inputs, control, services = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         self._make_outputs()
         self._status_pub = self.create_publisher(String, "~/status", latched_qos())
+        # committed steps for the policy's inpainting: JointTrajectory, header.stamp = first step's time
+        self._committed_pub = self.create_publisher(
+            JointTrajectory, self.cfg.committed_topic, reliable_qos(10)
+        )
+        self._committed_next = -float("inf")
         qos = sensor_qos(QosConfig(self.cfg.qos_reliability, 10))
         self.create_subscription(
             JointTrajectory, self.cfg.chunk_topic, self._on_chunk, reliable_qos(10), callback_group=inputs
@@ -101,8 +117,10 @@ class ExecutorNode(Node):
             self.report,
             callback_group=services,
         )
+        self.gate = ActuationGate(self.cfg.enable_actuation, self.output.repeat_hold)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(guard_cfg.period, self._check_guard, callback_group=services, clock=steady)
         if self.cfg.enable_actuation:
-            self._actuating = True
             self.get_logger().warning("enable_actuation is true: commands go to the controllers")
         self.create_timer(1.0 / self.cfg.control_rate, self._on_tick, callback_group=control)
 
@@ -143,9 +161,12 @@ class ExecutorNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _on_chunk(self, msg: JointTrajectory) -> None:
+    def _on_chunk(self, msg: JointTrajectory, info: dict) -> None:
+        """A chunk with its MessageInfo (rclpy passes it to two-argument callbacks)."""
         now = self._now()
         self.diag.count("chunks_received")
+        if not self._chunk_source_allowed(info):
+            return
         try:
             stamp, chunk, dt = trajectory_to_chunk(msg, self.loop.action_names)
         except ChunkFormatError as exc:
@@ -155,9 +176,52 @@ class ExecutorNode(Node):
         with self._lock:
             reason = self.loop.add_chunk(chunk, stamp, dt, now)
         if reason:
-            self.diag.problem("chunk", "warn", f"dropped: {reason}")
+            level = "error" if reason.startswith("bad chunk") else "warn"
+            self.diag.problem("chunk", level, f"dropped: {reason}")
         else:
             self.diag.clear("chunk")
+            self._publish_committed(now, force=True)
+
+    # --- command guard --------------------------------------------------------------------
+
+    def _endpoints(self, topic: str) -> list[Endpoint]:
+        infos = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+        return [Endpoint(node_fqn(i.node_namespace, i.node_name), bytes(i.endpoint_gid)) for i in infos]
+
+    def _check_guard(self) -> None:
+        """Graph check (steady timer): intruders on the chunk topic, foreign controller commanders."""
+        self._guard_refreshed = time.monotonic()
+        command_topics = list(self.cfg.command_topics())
+        if self.gripper_kind == "topic":
+            command_topics += list(self.cfg.gripper_topics)
+        commands = {t: self._endpoints(t) for t in command_topics}
+        chunks = self._endpoints(self.cfg.chunk_topic)
+        with self._lock:
+            verdict = self.guard.update(chunks, commands)
+        if verdict.refuse:
+            self.diag.problem("guard", "error", verdict.refuse)
+        else:
+            self.diag.clear("guard")
+        if verdict.warnings:
+            self.diag.problem("command topics", "warn", "; ".join(verdict.warnings))
+        else:
+            self.diag.clear("command topics")
+        if verdict.absent:
+            self.diag.problem("policy", "warn", f"chunk publisher(s) {verdict.absent} not in the graph")
+        else:
+            self.diag.clear("policy")
+
+    def _chunk_source_allowed(self, info) -> bool:
+        """A chunk counts only when its publisher is an allowed node (graph re-checked once if unknown)."""
+        gid = None if info is None else info.get("publisher_gid")
+        if gid is None or self.guard.accepts(gid):
+            return True
+        if time.monotonic() - self._guard_refreshed > 0.02:
+            self._check_guard()
+            if self.guard.accepts(gid):
+                return True
+        self.diag.count("chunks_dropped_foreign_source")
+        return False
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
@@ -179,11 +243,10 @@ class ExecutorNode(Node):
                     response.message = f"cannot enable: {self.loop.measured(self._now())[1]}"
                     return response
                 self.loop.reset_plan()
-                self._actuating, self._stopping, self._hold_done = True, "", False
+                self.gate.enable()
                 response.message = "actuation enabled: following the next fresh chunk"
             else:
-                if self._actuating:
-                    self._stopping = "actuation disabled (~/enable false)"
+                self.gate.disable("actuation disabled (~/enable false)")
                 response.message = "actuation disabled after braking to a stop"
         self.get_logger().info(response.message)
         response.success = True
@@ -192,8 +255,7 @@ class ExecutorNode(Node):
     def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
             self.loop.reset_plan()
-            if self._actuating:
-                self._stopping = "stopped (~/stop)"
+            self.gate.disable("stopped (~/stop)")
         response.success = True
         response.message = "stopping: braking to a stop, then no commands until ~/enable true"
         self.get_logger().warning(response.message)
@@ -217,33 +279,30 @@ class ExecutorNode(Node):
         self._last_tick = tick_start
         now = self._now()
         with self._lock:
-            result = self.loop.tick(now, self._actuating, hold_reason=self._stopping)
-            actuating = self._actuating
-            if actuating:
-                self._actuate(result)
-            if self._stopping and not any(a.moving for a in result.arms):
-                self._actuating, self._stopping = False, ""
+            hold_reason = self.gate.stopping or self.guard.refusing
+            actuating = self.gate.actuating
+            result = self.loop.tick(now, actuating, hold_reason=hold_reason)
+            self._actuate(result)
+            for event in self.loop.pop_events():
+                self.diag.problem("clock", "warn", event)
         self._publish_preview(result, now)
-        self._publish_status(result, actuating)
+        self._publish_status(result, actuating, now)
+        self._publish_committed(now)
 
     def _actuate(self, result: TickResult) -> None:
-        """Send controller commands for one tick (called with the lock held)."""
-        if result.mode == "idle":
-            self._hold_done = False
-            return
-        hold = result.mode == "hold"
-        if hold and self._hold_done and not self.output.repeat_hold:
-            return  # the stop command has been sent; trajectory/pose controllers keep it
-        for i, arm in enumerate(result.arms):
-            if isinstance(self.output, PoseOutput):
-                self.output.send_pose(i, arm.xyz, arm.rotation)
-            elif hold and not arm.moving:
-                self.output.hold(i, arm.positions)
+        """Send this tick's controller commands as the ActuationGate decides (lock held)."""
+        actions, grippers = self.gate.actions(result)
+        for action in actions:
+            arm = result.arms[action.arm]
+            if action.kind == "pose":
+                self.output.send_pose(action.arm, arm.xyz, arm.rotation)
+            elif action.kind == "hold":
+                self.output.hold(action.arm, arm.positions)
             else:
-                self.output.send(i, arm.positions, arm.velocities)
-        self.diag.count("commands_published")
-        self._hold_done = hold and not any(a.moving for a in result.arms)
-        if not hold and self.gripper is not None:
+                self.output.send(action.arm, arm.positions, arm.velocities)
+        if actions:
+            self.diag.count("commands_published")
+        if grippers and self.gripper is not None:
             for i, (closed, changed) in enumerate(
                 zip(result.gripper_closed, result.gripper_changed, strict=True)
             ):
@@ -270,12 +329,28 @@ class ExecutorNode(Node):
                 velocities.append(0.0)
         self._preview_pub.publish(joint_state(names, np.array(positions), now, np.array(velocities)))
 
-    def _publish_status(self, result: TickResult, actuating: bool) -> None:
+    def _publish_committed(self, now: float, force: bool = False) -> None:
+        """Publish the steps the chunk executor will run from ``now`` on (no points: none), at most
+        ``committed_rate`` times per second unless ``force`` (a chunk was just accepted)."""
+        rate = self.cfg.committed_rate
+        if not force and (rate <= 0.0 or now < self._committed_next):
+            return
+        self._committed_next = now + (1.0 / rate if rate > 0.0 else float("inf"))
+        with self._lock:
+            actions, times = self.loop.executor.committed_steps(now)
+        if len(times) == 0:
+            msg = JointTrajectory(joint_names=list(self.loop.action_names))
+            msg.header.stamp = sec_to_stamp(now)
+        else:
+            msg = chunk_to_trajectory(actions, self.loop.action_names, float(times[0]), self.cfg.action_dt)
+        self._committed_pub.publish(msg)
+
+    def _publish_status(self, result: TickResult, actuating: bool, now: float) -> None:
         key = (result.mode, str(actuating))
         if key == self._mode:
             return
         self._mode = key
-        self._status = {"mode": result.mode, "reason": result.reason, "actuation": actuating}
+        self._status = {"mode": result.mode, "reason": result.reason, "actuation": actuating, "stamp": now}
         self._status_pub.publish(String(data=json.dumps(self._status)))
         text = f"mode {result.mode}{': ' + result.reason if result.reason else ''} (actuation {actuating})"
         if result.mode == "run":
@@ -292,7 +367,8 @@ class ExecutorNode(Node):
             loop_counters = dict(self.loop.counters)
             clamps = dict(self.loop.clamps)
             executor_counters = self.loop.executor.counters.as_dict()
-            status = dict(self._status or {"mode": "starting", "reason": "", "actuation": self._actuating})
+            idle_status = {"mode": "starting", "reason": "", "actuation": self.gate.actuating}
+            status = dict(self._status or idle_status)
         if status["mode"] == "idle":
             problems = [("joint_states", "error", status["reason"]), *problems]
         elif status["mode"] == "hold":

@@ -74,8 +74,8 @@ ARGUMENTS: tuple[Argument, ...] = (
     Argument(
         "execution_mode",
         "",
-        "chunk execution: open_loop | temporal_ensemble | overlap_blend (empty: params file)",
-        ("", "open_loop", "temporal_ensemble", "overlap_blend"),
+        "chunk execution: open_loop | temporal_ensemble | overlap_blend | inpaint (empty: params file)",
+        ("", "open_loop", "temporal_ensemble", "overlap_blend", "inpaint"),
     ),
     Argument(
         "output",
@@ -169,6 +169,20 @@ def node_section(params: dict, node_name: str) -> dict:
     raise ValueError(f"params file has no section for node {node_name!r} (keys: {list(params)})")
 
 
+def load_params_file(path: str | os.PathLike) -> dict:
+    """A ROS 2 params file as a dict; ValueError naming the file (and the YAML error) when malformed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            params = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"params file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+        raise ValueError(
+            f"params file {str(path)!r} must map node names to {{ros__parameters: ...}}, got {type(params).__name__}"
+        )
+    return params
+
+
 def _zed_legacy_topic(topic: str) -> str:
     """/<ns>/zed_node/rgb/color/rect/image -> /<ns>/zed_node/rgb/image_rect_color (older wrappers)."""
     suffix = "/rgb/color/rect/image"
@@ -242,8 +256,7 @@ def build_graph(
         raise ValueError(f"zed_topic_naming must be one of {list(ZED_NAMINGS)}, got {zed_topic_naming!r}")
     if not Path(params_path).is_file():
         raise ValueError(f"params_file not found: {params_path!r}")
-    with open(params_path, encoding="utf-8") as f:
-        params = yaml.safe_load(f) or {}
+    params = load_params_file(params_path)
     policy_params = node_section(params, POLICY)
     node_section(params, EXECUTOR)  # must exist too
     sim_time = _flag(use_sim_time, "use_sim_time")

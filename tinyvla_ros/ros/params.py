@@ -6,7 +6,8 @@ raises ValueError naming the field and the bad value. Parameters accept ints whe
 expected (``control_rate: 100`` in YAML), and nothing else silently.
 
 Per-camera settings live under ``cameras.<camera_name>.<field>`` (nested maps in a params
-file), one CameraSpec per name listed in ``camera_names``.
+file), one CameraSpec per name listed in ``camera_names``; the policy's inpainting settings
+under ``inpaint.<field>`` (InpaintSpec).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 
-EXECUTION_MODES = ("open_loop", "temporal_ensemble", "overlap_blend")
+EXECUTION_MODES = ("open_loop", "temporal_ensemble", "overlap_blend", "inpaint")
 OUTPUTS = ("forward_position", "joint_trajectory", "ee_pose")
 GRIPPER_OUTPUTS = ("auto", "topic", "franka_action", "none")
 CAMERA_DRIVER_KINDS = ("zed", "realsense", "other")
@@ -74,6 +75,42 @@ class CameraSpec:
 
 
 @dataclass
+class InpaintSpec:
+    """Inpainting of committed steps into new chunks (``inpaint.*`` of the policy node).
+
+    The prefix of a chunk predicted from an observation at s: the executor's committed steps
+    mapped onto s + i * action_dt; weight 1 up to the expected arrival (now + inference delay EMA)
+    plus ``margin_steps``, then a linear decay over ``soft_decay_steps``, 0 after.
+    """
+
+    enabled: bool = _doc("inpaint the executor's committed steps into each new chunk", default=False)
+    committed_topic: str = _doc(
+        "JointTrajectory of the executor's committed steps", default="tinyvla_executor/committed"
+    )
+    soft_decay_steps: int = _doc("steps after the committed ones whose weight decays to 0", default=4)
+    margin_steps: int = _doc("extra steps held exactly beyond the expected arrival (jitter)", default=1)
+    delay_alpha: float = _doc("weight of the newest inference time in the delay EMA, (0, 1]", default=0.3)
+    max_committed_age: float = _doc("ignore a committed plan received longer ago than this (s)", default=0.5)
+
+    def __post_init__(self) -> None:
+        _check(
+            bool(self.committed_topic),
+            "inpaint.committed_topic",
+            self.committed_topic,
+            "must be a topic name",
+        )
+        _check(self.soft_decay_steps >= 0, "inpaint.soft_decay_steps", self.soft_decay_steps, "must be >= 0")
+        _check(self.margin_steps >= 0, "inpaint.margin_steps", self.margin_steps, "must be >= 0")
+        _check(
+            math.isfinite(self.delay_alpha) and 0.0 < self.delay_alpha <= 1.0,
+            "inpaint.delay_alpha",
+            self.delay_alpha,
+            "must be in (0, 1]",
+        )
+        _positive("inpaint.max_committed_age", self.max_committed_age)
+
+
+@dataclass
 class PolicyNodeConfig:
     """Parameters of the ``tinyvla_policy`` lifecycle node."""
 
@@ -107,8 +144,11 @@ class PolicyNodeConfig:
     qos_depth: int = _doc("camera/joint-state QoS history depth", default=5)
     diagnostics_period: float = _doc("seconds between /diagnostics messages", default=1.0)
     cameras: dict[str, CameraSpec] = field(default_factory=dict, metadata={"ros": False})
+    inpaint: InpaintSpec = field(default_factory=InpaintSpec, metadata={"ros": False})
 
     def __post_init__(self) -> None:
+        if isinstance(self.inpaint, dict):  # a params file's nested ``inpaint:`` map
+            self.inpaint = InpaintSpec(**self.inpaint)
         # the engine name is checked by tinyvla_ros.vla.engines at configure (the list grows there)
         _check(bool(self.engine), "engine", self.engine, "must name an inference engine (e.g. torch, onnx)")
         _one_of("precision", self.precision, ("fp32", "bf16", "fp16"))
@@ -156,11 +196,17 @@ class ExecutorNodeConfig:
     control_rate: float = _doc("command rate in Hz", default=100.0)
     action_dt: float = _doc("seconds between chunk steps (must match the policy's)", default=0.05)
     chunk_len: int = _doc("steps per chunk (the checkpoint's chunk_len)", default=16)
-    execution_mode: str = _doc("open_loop | temporal_ensemble | overlap_blend", default="temporal_ensemble")
+    execution_mode: str = _doc(
+        "open_loop | temporal_ensemble | overlap_blend | inpaint", default="temporal_ensemble"
+    )
     open_loop_steps: int = _doc("open_loop: steps executed per chunk", default=8)
     ensemble_k: float = _doc("temporal_ensemble: weight exp(-k i), i = age index", default=0.01)
     blend_steps: int = _doc("overlap_blend: overlapping steps blended", default=4)
     hold_after: float = _doc("hold when no fresh chunk or joint state for this long (s)", default=0.5)
+    committed_topic: str = _doc("JointTrajectory of the steps committed from now on", default="~/committed")
+    committed_rate: float = _doc(
+        "Hz of ~/committed besides each accepted chunk (0: only on chunks)", default=20.0
+    )
     enable_actuation: bool = _doc("publish controller commands (false: only ~/preview)", default=False)
     output: str = _doc("forward_position | joint_trajectory | ee_pose", default="forward_position")
     forward_command_topics: list[str] = _doc("Float64MultiArray topic per arm", default_factory=list)
@@ -200,6 +246,13 @@ class ExecutorNodeConfig:
         )
         _check(self.blend_steps <= self.chunk_len, "blend_steps", self.blend_steps, "must be <= chunk_len")
         _check(self.ensemble_k >= 0.0, "ensemble_k", self.ensemble_k, "must be >= 0")
+        _check(bool(self.committed_topic), "committed_topic", self.committed_topic, "must be a topic name")
+        _check(
+            math.isfinite(self.committed_rate) and self.committed_rate >= 0.0,
+            "committed_rate",
+            self.committed_rate,
+            "must be a finite number >= 0",
+        )
         _check(self.blend_steps >= 0, "blend_steps", self.blend_steps, "must be >= 0")
         _one_of("output", self.output, OUTPUTS)
         _one_of("gripper_output", self.gripper_output, GRIPPER_OUTPUTS)
@@ -320,4 +373,5 @@ def declare_policy_config(node: Any) -> PolicyNodeConfig:
     """Declare and read the policy node's parameters, cameras included."""
     base = declare_dataclass(node, PolicyNodeConfig)
     cameras = {n: declare_dataclass(node, CameraSpec, prefix=f"cameras.{n}.") for n in base.camera_names}
-    return PolicyNodeConfig(**dataclass_to_parameters(base), cameras=cameras)
+    inpaint = declare_dataclass(node, InpaintSpec, prefix="inpaint.")
+    return PolicyNodeConfig(**dataclass_to_parameters(base), cameras=cameras, inpaint=inpaint)

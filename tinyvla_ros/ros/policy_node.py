@@ -14,8 +14,18 @@ per second, assembles an observation (or records why it was rejected), runs the 
 publishes the chunk as trajectory_msgs/JointTrajectory on ``~/chunk`` with header.stamp = the
 observation's stamp, joint_names = action names, time_from_start = i * action_dt.
 
+Inpainting (``inpaint.enabled``; the executor in any mode, best ``execution_mode: inpaint``): the
+node keeps the executor's latest committed steps (``inpaint.committed_topic``, JointTrajectory:
+header.stamp + time_from_start = each step's time) and an online estimate of its inference time
+(EMA). Each chunk predicted from an observation at s holds, on its grid s + i * action_dt, the
+committed actions up to the expected arrival (now + estimated inference time + margin_steps)
+with weight 1 and the following ``soft_decay_steps`` with a decaying weight (core.chunking.
+inpaint_prefix -> engine.predict_chunk(prefix=, prefix_weight=)). No committed plan, or one older
+than ``max_committed_age``: the chunk is sampled freely.
+
 Topics: in  cameras.<name>.topic (Image or CompressedImage), joint_states_topic, instruction_topic
-        (std_msgs/String, transient local); out ~/chunk, /diagnostics.
+        (std_msgs/String, transient local), inpaint.committed_topic (when enabled);
+        out ~/chunk, /diagnostics.
 """
 
 from __future__ import annotations
@@ -34,12 +44,14 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
+from tinyvla_ros.core.chunking import DelayEstimator, inpaint_prefix
 from tinyvla_ros.core.images import ImageFormatError
 from tinyvla_ros.core.observation import ObservationAssembler, ObservationConfig, Rejection
 from tinyvla_ros.core.stats import LatencyStats
 from tinyvla_ros.ros.conversions import (
     chunk_to_trajectory,
     compressed_to_rgb,
+    duration_to_sec,
     image_to_rgb,
     joint_state_fields,
     stamp_to_sec,
@@ -50,6 +62,33 @@ from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
 
 NODE_NAME = "tinyvla_policy"
 _RETRY_S = 0.01  # worker back-off after a rejected observation
+
+
+def committed_fields(msg: JointTrajectory, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Committed-steps JointTrajectory -> (times (k,) s, actions (k, A) in ``names`` order).
+
+    Step i's time is header.stamp + points[i].time_from_start; k may be 0 (nothing committed).
+    Raises ValueError naming the problem (missing names, ragged points, times not increasing, NaN).
+    """
+    have = list(msg.joint_names)
+    missing = [n for n in names if n not in have]
+    if missing and msg.points:
+        raise ValueError(f"committed joint_names {have} lack action names {missing}")
+    if not msg.points:
+        return np.zeros(0), np.zeros((0, len(names)))
+    rows = [list(p.positions) for p in msg.points]
+    if any(len(r) != len(have) for r in rows):
+        raise ValueError(f"committed points must have {len(have)} positions each")
+    full = np.asarray(rows, dtype=np.float64)  # (k, len(have))
+    actions = full[:, [have.index(n) for n in names]]  # (k, A)
+    times = stamp_to_sec(msg.header.stamp) + np.array(
+        [duration_to_sec(p.time_from_start) for p in msg.points]
+    )
+    if not (np.all(np.isfinite(actions)) and np.all(np.isfinite(times))):
+        raise ValueError("committed steps contain NaN or inf")
+    if np.any(np.diff(times) <= 0.0):
+        raise ValueError(f"committed step times must increase, got {times.tolist()}")
+    return times, actions
 
 
 class PolicyNode(LifecycleNode):
@@ -68,6 +107,9 @@ class PolicyNode(LifecycleNode):
         self._chunk_pub = None
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
+        self._committed: tuple[float, np.ndarray, np.ndarray] | None = None  # (received, times, actions)
+        self._delay: DelayEstimator | None = None
+        self._last_hard_steps = 0
         self._last_skew = float("nan")
         self._max_skew = 0.0
         self._converted: set[str] = set()
@@ -97,7 +139,13 @@ class PolicyNode(LifecycleNode):
             from tinyvla_ros.vla.engines import load_engine
 
             self._engine = load_engine(
-                cfg.checkpoint, cfg.engine, cfg.device, cfg.precision, expected, cfg.num_threads
+                cfg.checkpoint,
+                cfg.engine,
+                cfg.device,
+                cfg.precision,
+                expected,
+                cfg.num_threads,
+                inpaint=cfg.inpaint.enabled,
             )
             warm = self._engine.warmup(cfg.warmup_runs)
         except (ValueError, FileNotFoundError, OSError, RuntimeError, ImportError) as exc:
@@ -107,6 +155,8 @@ class PolicyNode(LifecycleNode):
             self._engine = None
             return TransitionCallbackReturn.FAILURE
         self.diag.clear("checkpoint")
+        self._delay = DelayEstimator(cfg.inpaint.delay_alpha, initial=float(warm))
+        self._committed = None
         self.get_logger().info(
             f"loaded {cfg.checkpoint} ({self._engine.name}); warm-up inference {warm * 1e3:.1f} ms"
         )
@@ -201,6 +251,16 @@ class PolicyNode(LifecycleNode):
                 callback_group=self._sensor_group,
             )
         )
+        if cfg.inpaint.enabled:
+            self._subs.append(
+                self.create_subscription(
+                    JointTrajectory,
+                    cfg.inpaint.committed_topic,
+                    self._on_committed,
+                    reliable_qos(10),
+                    callback_group=self._sensor_group,
+                )
+            )
 
     def _image_callback(self, camera: str, spec: CameraSpec):
         def callback(msg) -> None:
@@ -251,6 +311,29 @@ class PolicyNode(LifecycleNode):
             if self._assembler is not None:
                 self._assembler.add_joint_state(stamp, names, positions)
 
+    def _on_committed(self, msg: JointTrajectory) -> None:
+        """Keep the executor's latest committed steps (an empty message: nothing committed)."""
+        try:
+            times, actions = committed_fields(msg, list(self.cfg.action_names))
+        except ValueError as exc:
+            self.diag.count("committed_rejected")
+            self.diag.problem("committed", "error", str(exc))
+            return
+        self.diag.clear("committed")
+        self._committed = (self._now(), times, actions) if len(times) else None
+
+    def _prefix(self, obs_stamp: float, now: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Committed prefix (k, A) + weights (T,) for a chunk observed at ``obs_stamp``, or None."""
+        spec, committed = self.cfg.inpaint, self._committed
+        if not spec.enabled or committed is None or now - committed[0] > spec.max_committed_age:
+            return None
+        dt = self.cfg.action_dt
+        hard_until = now + self._delay.value + spec.margin_steps * dt
+        chunk_len = int(self._engine.config.chunk_len)
+        return inpaint_prefix(
+            committed[1], committed[2], obs_stamp, dt, chunk_len, hard_until, spec.soft_decay_steps
+        )
+
     def _on_instruction(self, msg: String) -> None:
         self._instruction = msg.data
         self.get_logger().info(f"instruction: {msg.data!r}")
@@ -264,7 +347,7 @@ class PolicyNode(LifecycleNode):
                     return SetParametersResult(
                         successful=False, reason=f"instruction must be a string: {p.value!r}"
                     )
-            elif p.name in declared or p.name.startswith("cameras."):
+            elif p.name in declared or p.name.startswith(("cameras.", "inpaint.")):
                 if self.has_parameter(p.name):
                     return SetParametersResult(
                         successful=False, reason=f"{p.name} is read once: restart the node"
@@ -316,9 +399,17 @@ class PolicyNode(LifecycleNode):
         self._last_skew = float(result.skew)
         self._max_skew = max(self._max_skew, self._last_skew)
         seed = self.cfg.seed if self.cfg.seed >= 0 else None
+        prefix = self._prefix(result.stamp, self._now())
+        kwargs = {} if prefix is None else {"prefix": prefix[0], "prefix_weight": prefix[1]}
         start = time.perf_counter()
-        chunk = self._engine.predict_chunk(result.images, instruction, result.state, seed=seed)
-        self.latency.add(time.perf_counter() - start)
+        chunk = self._engine.predict_chunk(result.images, instruction, result.state, seed=seed, **kwargs)
+        elapsed = time.perf_counter() - start
+        self.latency.add(elapsed)
+        if self._delay is not None:
+            self._delay.update(elapsed)
+        if self.cfg.inpaint.enabled:
+            self.diag.count("chunks_inpainted" if prefix is not None else "chunks_free")
+            self._last_hard_steps = int(np.count_nonzero(prefix[1] >= 1.0)) if prefix is not None else 0
         if not np.all(np.isfinite(chunk)):
             self.diag.count("chunks_dropped.non_finite")
             self.diag.problem("inference", "error", "model produced a non-finite chunk: dropped")
@@ -348,6 +439,9 @@ class PolicyNode(LifecycleNode):
             "camera_skew_last_s": self._last_skew,
             "camera_skew_max_s": self._max_skew,
             "converted_streams": ", ".join(sorted(self._converted)),
+            "inpaint_enabled": self.cfg.inpaint.enabled,
+            "inference_delay_ema_ms": 1e3 * self._delay.value if self._delay is not None else float("nan"),
+            "inpaint_last_hard_steps": self._last_hard_steps,
         }
         values.update(sorted(counters.items()))
         return level, message, values

@@ -16,6 +16,11 @@ DDIM loops (``loop``), all running ``DDIMPlan``'s numbers (bit-identical to diff
            timesteps and coefficients are preallocated OrtValues on the device, bound with
            IOBinding and ping-ponged: no host-device copy inside the loop (CUDA/TensorRT default)
     graph  sampler_<n>.onnx: the whole loop in one run
+Inpainting (``predict_chunk(..., prefix=, prefix_weight=)``, vla/inpaint.py): the numpy loop blends
+the committed prefix in NumPy after every update; the fused and graph loops run
+denoise_step_inpaint.onnx / sampler_inpaint_<n>.onnx, whose inputs are the normalised prefix, the
+per-step weights and the known part's noise (loaded at start with ``OnnxEngineConfig.inpaint``,
+else on the first inpainting call, exported first when missing).
 Work avoided per call: the prompt's input_ids are cached per instruction, pixel/noise/sample
 buffers are preallocated per batch size, every camera goes through the vision tower in one batch.
 """
@@ -34,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from tinyvla_ros.vla.engine_ddim import DDIMPlan
+from tinyvla_ros.vla.inpaint import InpaintInputs, blend_numpy, check_prefix, prepare_inpaint
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -43,6 +49,7 @@ PROVIDERS = {
 LOOPS = ("auto", "numpy", "fused", "graph")
 ONNX_PRECISIONS = ("fp32", "fp16")
 _LOOP_GRAPH = {"numpy": "denoiser", "fused": "denoise_step", "graph": "sampler"}
+_INPAINT_GRAPH = {"fused": "denoise_step_inpaint", "graph": "sampler_inpaint"}  # numpy: no extra graph
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -142,7 +149,8 @@ class _Buffers:
 class OnnxGraphs:
     """ORT sessions of exported graph files and the DDIM loops around them (no checkpoint logic).
 
-    files: {"encoder": path, "denoiser" | "denoise_step" | "sampler": path} (the loop's graph);
+    files: {"encoder": path, "denoiser" | "denoise_step" | "sampler": path} (the loop's graph,
+    optionally "denoise_step_inpaint" | "sampler_inpaint" for inpainting in the fused/graph loop);
     loop: "numpy" | "fused" | "graph"; device: where OrtValues live ("cpu" or "cuda[:i]").
     """
 
@@ -161,20 +169,35 @@ class OnnxGraphs:
         self.loop = loop
         self._ort = _ort()
         self._device = ("cpu", 0) if device == "cpu" else ("cuda", _device_id(device))
-        if not files.get("encoder") and not files.get(_LOOP_GRAPH[loop]):
+        if not any(files.get(g) for g in ("encoder", _LOOP_GRAPH[loop], _INPAINT_GRAPH.get(loop, ""))):
             raise ValueError(f"files must name the encoder and/or the {_LOOP_GRAPH[loop]} graph, got {files}")
         self.encoder = (
             make_session(files["encoder"], providers, num_threads) if files.get("encoder") else None
         )
         graph = files.get(_LOOP_GRAPH[loop])
         self.denoiser = make_session(graph, providers, num_threads) if graph else None
-        session = self.encoder or self.denoiser
+        self._providers, self._num_threads = providers, num_threads
+        self.inpaint_session = None
+        if files.get(_INPAINT_GRAPH.get(loop, "")):
+            self.add_inpaint_graph(files[_INPAINT_GRAPH[loop]])
+        session = self.encoder or self.denoiser or self.inpaint_session
         self.providers = session.get_providers()
         cond = next(a for a in (session.get_outputs() + session.get_inputs()) if a.name == "condition")
         self._cond_dtype = _ort_dtype(cond)
         self._cond_dim = int(cond.shape[1])
         self._coefficients = [self._value(row) for row in plan.coefficients]  # (4,) f32 per step
         self._buffers: dict[tuple[int, int, int], _Buffers] = {}
+
+    @property
+    def inpaint_graph(self) -> str | None:
+        """Name of the extra graph this loop needs for inpainting (None: the numpy loop needs none)."""
+        return _INPAINT_GRAPH.get(self.loop)
+
+    def add_inpaint_graph(self, path: str | Path) -> None:
+        """Load the loop's inpainting graph (denoise_step_inpaint or sampler_inpaint)."""
+        if self.inpaint_graph is None:
+            raise ValueError(f"the {self.loop} loop inpaints in NumPy: it has no inpainting graph")
+        self.inpaint_session = make_session(path, self._providers, self._num_threads)
 
     def _value(self, array: np.ndarray) -> Any:
         """A device OrtValue holding a copy of ``array`` (on CPU: sharing its memory)."""
@@ -218,12 +241,17 @@ class OnnxGraphs:
         batch = int(feeds["state_norm"].shape[0])
         return self.encode_value(feeds, self._empty((batch, self._cond_dim), self._cond_dtype)).numpy()
 
-    def sample(self, condition: Any, noise: np.ndarray) -> np.ndarray:
-        """condition (B, C) OrtValue or array, noise (B, T, Da) -> normalised actions (B, T, Da) f32."""
+    def sample(self, condition: Any, noise: np.ndarray, inpaint: InpaintInputs | None = None) -> np.ndarray:
+        """condition (B, C) OrtValue or array, noise (B, T, Da) -> normalised actions (B, T, Da) f32.
+
+        inpaint: committed prefix, weights and per-step noise (vla/inpaint.py); None: free sampling.
+        """
         noise = np.ascontiguousarray(noise, dtype=np.float32)
         buf = self.buffers(*noise.shape)
         if isinstance(condition, np.ndarray):
             condition = self._value(condition.astype(self._cond_dtype, copy=False))
+        if inpaint is not None:
+            return self._sample_inpaint(condition, noise, buf, inpaint)
         if self.loop == "numpy":
             return self._numpy_loop(condition, noise, buf).copy()
         buf.noise.update_inplace(noise)  # the one host -> device copy of the loop
@@ -236,7 +264,49 @@ class OnnxGraphs:
         self.denoiser.run_with_iobinding(io)
         return buf.x.numpy()
 
-    def _numpy_loop(self, condition: Any, noise: np.ndarray, buf: _Buffers) -> np.ndarray:
+    def _sample_inpaint(
+        self, condition: Any, noise: np.ndarray, buf: _Buffers, inpaint: InpaintInputs
+    ) -> np.ndarray:
+        """The DDIM loop with the committed prefix blended in after every update (vla/inpaint.py)."""
+        if inpaint.prefix.shape != noise.shape or inpaint.noise.shape[0] != len(self.plan):
+            raise ValueError(
+                f"inpaint inputs are for {inpaint.noise.shape[0]} steps and shape {inpaint.prefix.shape}; the "
+                f"plan has {len(self.plan)} steps, the noise shape {noise.shape}"
+            )
+        if self.loop == "numpy":
+            return self._numpy_loop(condition, noise, buf, inpaint).copy()
+        if self.inpaint_session is None:
+            raise RuntimeError(f"the {self.loop} loop needs the {self.inpaint_graph} graph for inpainting")
+        prefix, weight = self._value(inpaint.prefix), self._value(inpaint.weight)
+        io = self.inpaint_session.io_binding()
+        io.bind_ortvalue_input("condition", condition)
+        io.bind_ortvalue_input("prefix", prefix)
+        io.bind_ortvalue_input("prefix_weight", weight)
+        if self.loop == "graph":
+            buf.noise.update_inplace(noise)
+            io.bind_ortvalue_input("noise", buf.noise)
+            io.bind_ortvalue_input("prefix_noises", self._value(inpaint.noise))
+            io.bind_ortvalue_output("actions", buf.x)
+            self.inpaint_session.run_with_iobinding(io)
+            return buf.x.numpy()
+        sa, s1a = self.plan.coefficients[0, :2]
+        start = blend_numpy(noise.copy(), inpaint.prefix, inpaint.weight, noise, sa, s1a)  # x_T
+        buf.noise.update_inplace(start)
+        noises = [self._value(z) for z in inpaint.noise]  # one (B, T, Da) per step, uploaded up front
+        src, dst = buf.noise, buf.x
+        for i in range(len(self.plan)):
+            io.bind_ortvalue_input("sample", src)
+            io.bind_ortvalue_input("timestep", buf.timesteps[i])
+            io.bind_ortvalue_input("coefficients", self._coefficients[i])
+            io.bind_ortvalue_input("prefix_noise", noises[i])
+            io.bind_ortvalue_output("prev_sample", dst)
+            self.inpaint_session.run_with_iobinding(io)
+            src, dst = dst, (buf.x_alt if dst is buf.x else buf.x)
+        return src.numpy()
+
+    def _numpy_loop(
+        self, condition: Any, noise: np.ndarray, buf: _Buffers, inpaint: InpaintInputs | None = None
+    ) -> np.ndarray:
         io = self.denoiser.io_binding()
         io.bind_ortvalue_input("condition", condition)
         on_cpu = self._device[0] == "cpu"
@@ -244,6 +314,9 @@ class OnnxGraphs:
             io.bind_ortvalue_input("noisy", buf.x)
             io.bind_ortvalue_output("eps", buf.eps)
         np.copyto(buf.x_host, noise)
+        coef = self.plan.coefficients  # (n, 4)
+        if inpaint is not None:
+            blend_numpy(buf.x_host, inpaint.prefix, inpaint.weight, noise, coef[0, 0], coef[0, 1])
         for i in range(len(self.plan)):
             io.bind_ortvalue_input("timestep", buf.timesteps[i])
             if not on_cpu:  # the copies per step this loop mode costs on a GPU
@@ -253,6 +326,10 @@ class OnnxGraphs:
             self.denoiser.run_with_iobinding(io)
             eps = buf.eps_host if on_cpu else buf.eps.numpy()
             self.plan.step_numpy(i, buf.x_host, eps, out=buf.x_host)
+            if inpaint is not None:
+                blend_numpy(
+                    buf.x_host, inpaint.prefix, inpaint.weight, inpaint.noise[i], coef[i, 2], coef[i, 3]
+                )
         return buf.x_host
 
     def _fused_loop(self, condition: Any, buf: _Buffers) -> Any:
@@ -279,7 +356,8 @@ class OnnxEngineConfig:
     num_threads: ORT intra-op threads, 0 = ORT's default (one per physical core);
     loop: "auto" (numpy on CPU, fused on GPUs) | "numpy" | "fused" | "graph";
     num_inference_steps: DDIM steps (None = the checkpoint's); auto_export: export missing or stale
-    graphs into the checkpoint directory (with the parity check) instead of raising.
+    graphs into the checkpoint directory (with the parity check) instead of raising;
+    inpaint: load the loop's inpainting graph at start (fused/graph loops; else on first use).
     """
 
     provider: str = "cpu"
@@ -289,6 +367,7 @@ class OnnxEngineConfig:
     loop: str = "auto"
     num_inference_steps: int | None = None
     auto_export: bool = True
+    inpaint: bool = False
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -376,12 +455,19 @@ class OnnxEngine:
 
     def _graph_files(self) -> dict[str, Path]:
         """Paths of the encoder and the loop's graph; exports them first when missing or stale."""
+        loop = self.cfg.resolved_loop
+        steps = len(self.plan) if loop == "graph" else None
+        graphs = ["encoder", _LOOP_GRAPH[loop]]
+        if self.cfg.inpaint and loop in _INPAINT_GRAPH:
+            graphs.append(_INPAINT_GRAPH[loop])
+        return self._ensure_graphs(graphs, steps)
+
+    def _ensure_graphs(self, graphs: list[str], steps: int | None) -> dict[str, Path]:
+        """Paths of ``graphs`` (exported first when missing or stale and auto_export is on)."""
         from tinyvla_ros.vla import export
 
-        loop = self.cfg.resolved_loop
         precision = self.cfg.graph_precision
-        steps = len(self.plan) if loop == "graph" else None
-        wanted = {g: export.graph_file(g, precision, steps) for g in ("encoder", _LOOP_GRAPH[loop])}
+        wanted = {g: export.graph_file(g, precision, steps if g in export.UNROLLED else None) for g in graphs}
         problem = export.manifest_problem(self.directory, list(wanted.values()))
         if problem is not None:
             if not self.cfg.auto_export:
@@ -484,9 +570,24 @@ class OnnxEngine:
         }
         return self.graphs.encode({k: np.ascontiguousarray(v) for k, v in feeds.items()})
 
-    def sample(self, condition: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def sample(
+        self, condition: np.ndarray, noise: np.ndarray, inpaint: InpaintInputs | None = None
+    ) -> np.ndarray:
         """condition (B, C), noise (B, T, Da) -> normalised actions (B, T, Da) f32 (the DDIM loop)."""
-        return self.graphs.sample(condition, noise)
+        if inpaint is not None:
+            self._require_inpaint_graph()
+        return self.graphs.sample(condition, noise, inpaint)
+
+    def _require_inpaint_graph(self) -> None:
+        """Load (export first if needed) the loop's inpainting graph on first use."""
+        graph = self.graphs.inpaint_graph
+        if graph is None or self.graphs.inpaint_session is not None:
+            return
+        self._log(
+            f"loading the {graph} graph for inpainting (set OnnxEngineConfig.inpaint to do it at start)"
+        )
+        steps = len(self.plan) if self.cfg.resolved_loop == "graph" else None
+        self.graphs.add_inpaint_graph(self._ensure_graphs([graph], steps)[graph])
 
     def predict_chunk_batch(
         self,
@@ -495,16 +596,28 @@ class OnnxEngine:
         states: Any,
         seed: int | None = None,
         initial_noise: Any = None,
+        prefix: Any = None,
+        prefix_weight: Any = None,
     ) -> np.ndarray:
-        """B observations -> (B, T, Da) f32 actions in robot units (same seed -> same noise as torch)."""
+        """B observations -> (B, T, Da) f32 actions in robot units (same seed -> same noise as torch).
+
+        prefix (k, Da) or (B, k, Da) robot units + prefix_weight (T,) or (B, T): inpaint the
+        committed steps (vla/inpaint.py, same numbers as the torch engine for the same seed).
+        """
         batch = len(images)
         if batch == 0 or isinstance(instructions, str) or len(instructions) != batch:
             raise ValueError(
                 f"need one instruction per observation: {batch} image sets, {len(instructions)} instructions"
             )
+        t, d = self.config.chunk_len, self.config.action_dim
+        checked = check_prefix(prefix, prefix_weight, batch, t, d)
         with self._lock:
             state_norm = self._states(states, batch)
             noise = self._noise(batch, seed, initial_noise)
+            inpaint = None
+            if checked is not None:
+                self._require_inpaint_graph()
+                inpaint = prepare_inpaint(*checked, self.normalizer, t, len(self.plan), seed)
             ids, mask = self._text_inputs(instructions)
             feeds = {
                 "pixel_values": self._pixel_values(images),
@@ -512,9 +625,8 @@ class OnnxEngine:
                 "attention_mask": mask,
                 "state_norm": state_norm,
             }
-            t, d = self.config.chunk_len, self.config.action_dim
             condition = self.graphs.encode_value(feeds, self.graphs.buffers(batch, t, d).condition)
-            actions = self.graphs.sample(condition, noise)  # (B, T, Da) in [-1, 1]
+            actions = self.graphs.sample(condition, noise, inpaint)  # (B, T, Da) in [-1, 1]
         return self.normalizer.unnormalize_action(actions).astype(np.float32)
 
     def predict_chunk(
@@ -524,15 +636,29 @@ class OnnxEngine:
         state: Any,
         seed: int | None = None,
         initial_noise: Any = None,
+        prefix: Any = None,
+        prefix_weight: Any = None,
     ) -> np.ndarray:
-        """N images (H, W, 3) uint8 RGB, instruction, state (Ds,) -> (T, Da) f32 robot units."""
+        """N images (H, W, 3) uint8 RGB, instruction, state (Ds,) -> (T, Da) f32 robot units.
+
+        prefix (k, Da) robot units + prefix_weight (T,): inpaint the committed steps.
+        """
         if not isinstance(instruction, str):
             raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
         state = np.asarray(state, dtype=np.float32)
         if state.shape != (self.config.state_dim,):
             raise ValueError(f"state must have shape ({self.config.state_dim},), got {state.shape}")
         noise = None if initial_noise is None else np.asarray(initial_noise, dtype=np.float32)[None]
-        return self.predict_chunk_batch([images], [instruction], state[None], seed, noise)[0]
+        if (prefix is not None and np.ndim(prefix) != 2) or (
+            prefix_weight is not None and np.ndim(prefix_weight) != 1
+        ):
+            raise ValueError(
+                f"prefix must be (k, Da) and prefix_weight (T,) for one observation, got shapes "
+                f"{np.shape(prefix)} and {np.shape(prefix_weight)}"
+            )
+        return self.predict_chunk_batch(
+            [images], [instruction], state[None], seed, noise, prefix, prefix_weight
+        )[0]
 
     def warmup(self, runs: int = 2) -> float:
         """Blank inferences at the configured image size; returns the last duration (s)."""
@@ -550,7 +676,10 @@ class OnnxEngine:
 # ---------------------------------------------------------------------------------- export parity
 def _graph_of(name: str) -> str:
     stem = name.split(".")[0]
-    return "sampler" if stem.startswith("sampler_") else stem
+    for graph in ("sampler_inpaint", "sampler"):  # unrolled graphs: <graph>_<n>
+        if stem.startswith(graph + "_") and stem[len(graph) + 1 :].isdigit():
+            return graph
+    return stem
 
 
 def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan, tolerance: float) -> dict:
@@ -558,8 +687,9 @@ def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan
 
     Inputs: a seeded batch of 2 observations with prompts of different lengths (padding), and a
     batch of 1. Figures: "condition" (encoder), "eps" (denoiser), "chunk_<loop>" (whole DDIM loop,
-    for every loop whose graph is among ``names``). fp16 graphs need the CUDA provider: without
-    it they are reported unchecked.
+    for every loop whose graph is among ``names``), "chunk_<loop>_inpaint" (fused/graph loops
+    with a committed prefix, when their inpainting graphs are among ``names``). fp16
+    graphs need the CUDA provider: without it they are reported unchecked.
     """
     import torch
 
@@ -587,6 +717,11 @@ def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan
         for loop, g in _LOOP_GRAPH.items()
         if g in files
     }
+    inpainters = {
+        loop: OnnxGraphs({g: files[g]}, plan, providers, loop, device)
+        for loop, g in _INPAINT_GRAPH.items()
+        if g in files
+    }
     denoiser = make_session(files["denoiser"], providers) if "denoiser" in files else None
     diffs: dict[str, float] = {}
     for batch in (2, 1):
@@ -597,12 +732,20 @@ def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan
             cond_t = policy.encode_observation(*(ex[k] for k in feeds))
             eps_t = policy.denoise(ex["noisy"], ex["timestep"], cond_t).float()
             chunk_t = policy_sample(policy, plan, cond_t, ex["noisy"]).numpy()
+            inpaint = _parity_inpaint(ex, len(plan))
+            chunk_i = (
+                policy_sample(policy, plan, cond_t, ex["noisy"], inpaint).numpy() if inpainters else None
+            )
         condition = cond_t.numpy()
         if encoder is not None:
             condition = encoder.encode(feeds)
             _update(diffs, "condition", condition, cond_t.float().numpy())
         for loop, run in loops.items():
             _update(diffs, f"chunk_{loop}", run.sample(condition, ex["noisy"].numpy()), chunk_t)
+        for loop, run in inpainters.items():
+            _update(
+                diffs, f"chunk_{loop}_inpaint", run.sample(condition, ex["noisy"].numpy(), inpaint), chunk_i
+            )
         if denoiser is not None:
             feeds = {
                 "noisy": ex["noisy"].numpy(),
@@ -612,6 +755,15 @@ def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan
             _update(diffs, "eps", denoiser.run(None, feeds)[0], eps_t.numpy())
     ok = all(v <= tol for v in diffs.values())
     return {"ok": ok, "checked": True, "tolerance": tol, "provider": providers[0][0], "max_abs_diff": diffs}
+
+
+def _parity_inpaint(ex: dict, steps: int) -> InpaintInputs:
+    """Inpainting inputs of a parity check: the example prefix and weights, seeded per-step noise."""
+    from tinyvla_ros.vla.inpaint import prefix_noise
+
+    prefix = np.ascontiguousarray(ex["prefix"].numpy(), dtype=np.float32)  # (B, T, Da)
+    weight = np.ascontiguousarray(ex["prefix_weight"].numpy(), dtype=np.float32)  # (B, T)
+    return InpaintInputs(prefix, weight, prefix_noise(prefix.shape, steps, seed=3))
 
 
 def _trim_padding(ids: Any, mask: Any) -> tuple[Any, Any]:
@@ -624,16 +776,26 @@ def _update(diffs: dict[str, float], key: str, a: np.ndarray, b: np.ndarray) -> 
     diffs[key] = max(diffs.get(key, 0.0), float(np.max(np.abs(np.asarray(a, np.float32) - b))))
 
 
-def policy_sample(policy: Any, plan: DDIMPlan, condition: Any, noise: Any) -> Any:
-    """The torch reference chunk: diffusers' DDIMScheduler stepping policy.denoise (plan's steps)."""
+def policy_sample(
+    policy: Any, plan: DDIMPlan, condition: Any, noise: Any, inpaint: InpaintInputs | None = None
+) -> Any:
+    """The torch reference chunk: diffusers' DDIMScheduler stepping policy.denoise (plan's steps),
+    with ``inpaint`` the committed prefix blended in after every step (vla/inpaint.blend_torch)."""
     import torch
 
     from tinyvla_ros.vla.engine_ddim import build_scheduler
+    from tinyvla_ros.vla.inpaint import blend_torch
 
     scheduler = build_scheduler(policy.config, len(plan))
     x = noise.float()
-    for t in scheduler.timesteps:
+    if inpaint is not None:
+        prefix, weight = torch.from_numpy(inpaint.prefix), torch.from_numpy(inpaint.weight)
+        known_noise, coef = torch.from_numpy(inpaint.noise), torch.from_numpy(plan.coefficients)
+        x = blend_torch(x, prefix, weight, x, coef[0, 0], coef[0, 1])
+    for i, t in enumerate(scheduler.timesteps):
         steps = torch.full((x.shape[0],), int(t), dtype=torch.long)
         eps = policy.denoise(x, steps, condition).float()
         x = scheduler.step(eps, int(t), x).prev_sample
+        if inpaint is not None:
+            x = blend_torch(x, prefix, weight, known_noise[i], coef[i, 2], coef[i, 3])
     return x

@@ -4,7 +4,8 @@ Same interface and numbers as ``engines.TorchEngine`` (fp32 on CPU; fp16/bf16 au
 ``TinyVLAPolicy.encode_observation`` (vision tower + projector + GPT-NeoX + condition) and
 ``TinyVLAPolicy.denoise`` (the UNet, called once per DDIM step) are compiled on this engine's
 policy instance; compilation happens on the first call, so ``warmup`` pays it (the policy node
-warms up in ``configure``). Shapes are static per prompt length: a new instruction length or
+warms up in ``configure``). Inpainting (``predict_chunk(..., prefix=, prefix_weight=)``) runs the
+same compiled denoiser; the blend between steps stays eager (vla/inpaint.py). Shapes are static per prompt length: a new instruction length or
 batch size recompiles once.
 
 Measured on the shared 2-core CPU machine: compiling the nano denoiser with inductor took ~300 s

@@ -3,9 +3,12 @@
 ``load_engine(checkpoint_dir, engine="torch", ...)`` returns an ``Engine``:
     .name            "torch" (this version; ONNX Runtime is added beside it)
     .config          the checkpoint's TinyVLAConfig (camera_names, state_dim, action_dim, chunk_len...)
-    .predict_chunk(images, instruction, state, seed=None) -> (T, A) float32 actions in robot units
+    .predict_chunk(images, instruction, state, seed=None, prefix=None, prefix_weight=None)
+        -> (T, A) float32 actions in robot units
         images: list of (H, W, 3) uint8 RGB, one per camera in config.camera_names order
         state:  (state_dim,) robot units
+        prefix (k, A) robot units, prefix_weight (T,) in [0, 1]: inpaint the committed steps
+        (tinyvla_ros.vla.inpaint); both None (default): free sampling, as before
     .warmup(runs)    run inference on blank inputs so the first real call is not the slow one
 
 The policy node calls it from one worker thread; an engine is not required to be thread-safe.
@@ -36,9 +39,15 @@ class Engine(Protocol):
     config: Any
 
     def predict_chunk(
-        self, images: list[np.ndarray], instruction: str, state: np.ndarray, seed: int | None = None
+        self,
+        images: list[np.ndarray],
+        instruction: str,
+        state: np.ndarray,
+        seed: int | None = None,
+        prefix: np.ndarray | None = None,
+        prefix_weight: np.ndarray | None = None,
     ) -> np.ndarray:
-        """(T, A) float32 actions in robot units."""
+        """(T, A) float32 actions in robot units (prefix/prefix_weight: inpainting, see module docstring)."""
         ...
 
     def warmup(self, runs: int = 2) -> float:
@@ -98,9 +107,18 @@ class TorchEngine:
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
 
     def predict_chunk(
-        self, images: list[np.ndarray], instruction: str, state: np.ndarray, seed: int | None = None
+        self,
+        images: list[np.ndarray],
+        instruction: str,
+        state: np.ndarray,
+        seed: int | None = None,
+        prefix: np.ndarray | None = None,
+        prefix_weight: np.ndarray | None = None,
     ) -> np.ndarray:
-        """images: n_cams x (H, W, 3) uint8 RGB; state (state_dim,) -> (T, A) float32 robot units."""
+        """images: n_cams x (H, W, 3) uint8 RGB; state (state_dim,) -> (T, A) float32 robot units.
+
+        prefix (k, A) robot units + prefix_weight (T,): inpaint the committed steps (vla/inpaint.py).
+        """
         n_cams = len(self.config.camera_names)
         if len(images) != n_cams:
             raise ValueError(
@@ -110,13 +128,16 @@ class TorchEngine:
         if state.shape != (self.config.state_dim,):
             raise ValueError(f"state must have shape ({self.config.state_dim},), got {state.shape}")
         torch = self._torch
+        kwargs = {"seed": seed}
+        if prefix is not None or prefix_weight is not None:
+            kwargs.update(prefix=prefix, prefix_weight=prefix_weight)
         with torch.inference_mode():
             if self._dtype is None:
-                out = self.policy.predict_chunk(images, instruction, state, seed=seed)
+                out = self.policy.predict_chunk(images, instruction, state, **kwargs)
             else:
                 device_type = "cuda" if self.cfg.device.startswith("cuda") else "cpu"
                 with torch.autocast(device_type=device_type, dtype=self._dtype):
-                    out = self.policy.predict_chunk(images, instruction, state, seed=seed)
+                    out = self.policy.predict_chunk(images, instruction, state, **kwargs)
         return np.asarray(out, dtype=np.float32)
 
     def warmup(self, runs: int = 2) -> float:
@@ -139,13 +160,22 @@ def load_engine(
     precision: str = "fp32",
     expected: dict | None = None,
     num_threads: int = 0,
+    inpaint: bool = False,
 ) -> Engine:
     """Load a checkpoint directory into an inference engine.
+
+    inpaint: the caller will pass committed prefixes: the ONNX engine's fused/graph loops then
+    load (export if missing) their inpainting graphs now instead of on the first such call.
 
     expected: {"action_dim": int, "camera_names": [...], "state_dim": int} the robot needs; a
     checkpoint that does not fit raises tinyvla_ros.vla.policy.CheckpointMismatchError naming the
     field, the checkpoint's value and the expected one. A missing directory raises FileNotFoundError.
+    engine "fault:..." (tests only, TINYVLA_ENABLE_FAULT_HOOKS=1): see tinyvla_ros.vla.engine_faults.
     """
+    if str(engine).startswith("fault"):
+        from tinyvla_ros.vla.engine_faults import load_fault_engine
+
+        return load_fault_engine(checkpoint_dir, engine, device, precision, expected, num_threads, inpaint)
     cfg = EngineConfig(engine=engine, device=device, precision=precision, num_threads=num_threads)
     path = Path(checkpoint_dir).expanduser()
     if not str(checkpoint_dir) or not path.is_dir():
@@ -155,7 +185,9 @@ def load_engine(
 
         cuda_provider = "tensorrt" if cfg.engine == "onnx_tensorrt" else "cuda"
         provider = "cpu" if cfg.device == "cpu" else cuda_provider
-        ort_cfg = OnnxEngineConfig(provider, cfg.device, cfg.precision, num_threads=cfg.num_threads)
+        ort_cfg = OnnxEngineConfig(
+            provider, cfg.device, cfg.precision, num_threads=cfg.num_threads, inpaint=inpaint
+        )
         return OnnxEngine(path, ort_cfg, expected=expected)
     from tinyvla_ros.vla.policy import TinyVLAPolicy
 

@@ -14,6 +14,11 @@ N cameras, S image side, L prompt tokens (dynamic), Ds state, T chunk, Da action
                        (lets an engine keep the whole loop on the device: no host copies per step)
     sampler_<n>.onnx   the whole n-step DDIM loop unrolled: condition (B, C), noise (B, T, Da)
                        -> normalised actions (B, T, Da)
+    denoise_step_inpaint.onnx   denoise_step + the inpainting blend (vla/inpaint.py) after the
+                       update: + prefix (B, T, Da) normalised, prefix_weight (B, T), prefix_noise
+                       (B, T, Da) -> prev_sample (the committed prefix and mask are graph inputs)
+    sampler_inpaint_<n>.onnx    the inpainting loop unrolled: condition, noise, prefix (B, T, Da),
+                       prefix_weight (B, T), prefix_noises (n, B, T, Da) -> actions (B, T, Da)
 
 fp16 graphs are named ``encoder.fp16.onnx`` etc. (for the CUDA execution provider). ``onnx.json``
 (the manifest) records the weights' sha256, the graph-relevant config, versions, the DDIM plan
@@ -39,10 +44,12 @@ from torch import nn
 
 from tinyvla_ros.vla.checkpoint import WEIGHTS_FILE, read_checkpoint_config
 from tinyvla_ros.vla.engine_ddim import DDIMPlan
+from tinyvla_ros.vla.inpaint import blend_torch
 
 FORMAT = "tinyvla_ros.onnx/1"
 MANIFEST_FILE = "onnx.json"
-GRAPHS = ("encoder", "denoiser", "denoise_step", "sampler")
+GRAPHS = ("encoder", "denoiser", "denoise_step", "sampler", "denoise_step_inpaint", "sampler_inpaint")
+UNROLLED = ("sampler", "sampler_inpaint")  # graphs holding the whole loop: their file names carry n
 DEFAULT_GRAPHS = ("encoder", "denoiser")
 EXPORTERS = ("auto", "torchscript", "dynamo")
 EXPORT_PRECISIONS = ("fp32", "fp16")
@@ -56,6 +63,11 @@ IO_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "denoiser": (("noisy", "timestep", "condition"), ("eps",)),
     "denoise_step": (("sample", "timestep", "condition", "coefficients"), ("prev_sample",)),
     "sampler": (("condition", "noise"), ("actions",)),
+    "denoise_step_inpaint": (
+        ("sample", "timestep", "condition", "coefficients", "prefix", "prefix_weight", "prefix_noise"),
+        ("prev_sample",),
+    ),
+    "sampler_inpaint": (("condition", "noise", "prefix", "prefix_weight", "prefix_noises"), ("actions",)),
 }
 # Dynamic axes per input/output name: batch everywhere, prompt length on the text inputs.
 _DYNAMIC = {
@@ -71,6 +83,10 @@ _DYNAMIC = {
     "prev_sample": {0: "batch"},
     "noise": {0: "batch"},
     "actions": {0: "batch"},
+    "prefix": {0: "batch"},
+    "prefix_weight": {0: "batch"},
+    "prefix_noise": {0: "batch"},
+    "prefix_noises": {1: "batch"},
 }
 
 
@@ -84,7 +100,7 @@ def graph_file(graph: str, precision: str = "fp32", steps: int | None = None) ->
         raise ValueError(f"graph must be one of {list(GRAPHS)}, got {graph!r}")
     if precision not in EXPORT_PRECISIONS:
         raise ValueError(f"precision must be one of {list(EXPORT_PRECISIONS)}, got {precision!r}")
-    stem = graph if graph != "sampler" else f"sampler_{_steps(steps)}"
+    stem = graph if graph not in UNROLLED else f"{graph}_{_steps(steps)}"
     return f"{stem}.onnx" if precision == "fp32" else f"{stem}.{precision}.onnx"
 
 
@@ -175,6 +191,33 @@ class DenoiseStepGraph(nn.Module):
         if self.clip:
             x0 = x0.clamp(-self.clip_range, self.clip_range)
         return coefficients[2] * x0 + coefficients[3] * eps
+
+
+class DenoiseStepInpaintGraph(DenoiseStepGraph):
+    """DenoiseStepGraph + the inpainting blend at the next noise level (coefficients[2], [3])."""
+
+    def forward(self, sample, timestep, condition, coefficients, prefix, prefix_weight, prefix_noise):  # noqa: D102
+        x = super().forward(sample, timestep, condition, coefficients)  # (B, T, Da)
+        return blend_torch(x, prefix, prefix_weight, prefix_noise, coefficients[2], coefficients[3])
+
+
+class SamplerInpaintGraph(nn.Module):
+    """The inpainting DDIM loop of ``plan`` unrolled (vla/inpaint.py): -> x_0 (B, T, Da)."""
+
+    def __init__(self, policy: Any, plan: DDIMPlan) -> None:
+        super().__init__()
+        self.step = DenoiseStepInpaintGraph(policy, plan)
+        self.timesteps = [int(t) for t in plan.timesteps]
+        self.register_buffer("coefficients", torch.from_numpy(plan.coefficients.copy()), persistent=False)
+
+    def forward(self, condition, noise, prefix, prefix_weight, prefix_noises):  # noqa: D102
+        x = noise.float()
+        c = self.coefficients
+        x = blend_torch(x, prefix, prefix_weight, x, c[0, 0], c[0, 1])
+        zeros = torch.zeros_like(noise[:, 0, 0], dtype=torch.long)  # (B,): keeps the batch dynamic
+        for i, t in enumerate(self.timesteps):
+            x = self.step(x, zeros + t, condition, c[i], prefix, prefix_weight, prefix_noises[i])
+        return x
 
 
 class SamplerGraph(nn.Module):
@@ -287,6 +330,23 @@ def example_inputs(policy: Any, batch: int = 2, seed: int = 0) -> dict[str, torc
         "condition": condition.clone(),
         "noisy": torch.randn((batch, c.chunk_len, c.action_dim), generator=gen),
         "timestep": torch.randint(0, c.num_train_steps, (batch,), generator=gen),
+        **example_prefix(batch, c.chunk_len, c.action_dim, c.num_inference_steps, gen),
+    }
+
+
+def example_prefix(batch: int, chunk: int, action_dim: int, steps: int, gen: torch.Generator) -> dict:
+    """Seeded inpainting inputs: prefix (B, T, Da) normalised (zero past k), prefix_weight (B, T)
+    (1 on 3 steps, a decay over 2, 0 after), prefix_noise (B, T, Da), prefix_noises (n, B, T, Da)."""
+    hard, soft = min(3, chunk), min(2, max(chunk - 3, 0))
+    weight = torch.zeros((batch, chunk))
+    weight[:, :hard] = 1.0
+    weight[:, hard : hard + soft] = torch.tensor([2.0 / 3.0, 1.0 / 3.0])[:soft]
+    prefix = (torch.rand((batch, chunk, action_dim), generator=gen) * 2.0 - 1.0) * (weight > 0).unsqueeze(-1)
+    return {
+        "prefix": prefix,
+        "prefix_weight": weight,
+        "prefix_noise": torch.randn((batch, chunk, action_dim), generator=gen),
+        "prefix_noises": torch.randn((steps, batch, chunk, action_dim), generator=gen),
     }
 
 
@@ -298,6 +358,18 @@ def _module_and_args(graph: str, policy: Any, plan: DDIMPlan, ex: dict[str, torc
     coefficients = torch.from_numpy(plan.coefficients[0].copy())
     if graph == "denoise_step":
         return DenoiseStepGraph(policy, plan), (ex["noisy"], ex["timestep"], ex["condition"], coefficients)
+    if graph == "denoise_step_inpaint":
+        args = (ex["noisy"], ex["timestep"], ex["condition"], coefficients)
+        return DenoiseStepInpaintGraph(policy, plan), (
+            *args,
+            ex["prefix"],
+            ex["prefix_weight"],
+            ex["prefix_noise"],
+        )
+    if graph == "sampler_inpaint":
+        noises = ex["prefix_noises"][:1].expand(len(plan), -1, -1, -1).contiguous()  # (n, B, T, Da)
+        args = (ex["condition"], ex["noisy"], ex["prefix"], ex["prefix_weight"], noises)
+        return SamplerInpaintGraph(policy, plan), args
     return SamplerGraph(policy, plan), (ex["condition"], ex["noisy"])
 
 
@@ -349,7 +421,7 @@ def _finalise(tmp: Path, final: Path, cfg: ExportConfig) -> int:
 
 def export_graph(policy: Any, graph: str, out_dir: Path, cfg: ExportConfig, plan: DDIMPlan) -> dict[str, Any]:
     """Trace one graph to ``out_dir``; returns its manifest entry."""
-    steps = len(plan) if graph == "sampler" else None
+    steps = len(plan) if graph in UNROLLED else None
     name = graph_file(graph, cfg.precision, steps)
     example = example_inputs(policy)
     module, args = _module_and_args(graph, policy, plan, example)

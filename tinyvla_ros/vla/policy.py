@@ -12,7 +12,8 @@ Tensor-only pieces (mirrored by ONNX export / engines / inpainting):
     encode_observation(pixel_values (B, N, 3, S, S), input_ids (B, L), attention_mask (B, L),
                        state_norm (B, Ds)) -> condition (B, C)
     denoise(noisy_actions (B, T, Da), timesteps (B,), condition (B, C)) -> eps (B, T, Da)
-    sample(condition (B, C), noise (B, T, Da)) -> normalised actions (B, T, Da) (DDIM loop)
+    sample(condition (B, C), noise (B, T, Da), inpaint=None) -> normalised actions (B, T, Da) (DDIM loop;
+           inpaint: a committed prefix held in the chunk, RePaint-style, see vla/inpaint.py)
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from tinyvla_ros.vla import lora as lora_lib
 from tinyvla_ros.vla.backbone import TinyVLABackbone
 from tinyvla_ros.vla.checkpoint import CheckpointMismatchError, load_policy, save_policy
 from tinyvla_ros.vla.config import LORA_VARIANTS, TinyVLAConfig
+from tinyvla_ros.vla.engine_ddim import DDIMPlan
 from tinyvla_ros.vla.head import ActionHead
+from tinyvla_ros.vla.inpaint import InpaintInputs, blend_torch, check_prefix, prepare_inpaint
 from tinyvla_ros.vla.normalize import Normalizer
 from tinyvla_ros.vla.preprocess import prepare_cameras
 from tinyvla_ros.vla.tokenizer import IMAGE_TOKEN_INDEX, PromptTokenizer, build_tiny_tokenizer
@@ -73,6 +76,7 @@ class TinyVLAPolicy(nn.Module):
         self.prompt = self._prompt_tokenizer(tokenizer)
         self.normalizer = normalizer
         self._schedulers: tuple[Any, Any] | None = None
+        self._plan: DDIMPlan | None = None
 
     def _prompt_tokenizer(self, tokenizer: Any) -> PromptTokenizer | None:
         if tokenizer is None:
@@ -198,14 +202,47 @@ class TinyVLAPolicy(nn.Module):
         """(B, T, Da), (B,) long, (B, C) -> predicted noise eps (B, T, Da)."""
         return self.head.unet(noisy_actions.to(condition.dtype), timesteps, condition)
 
-    def sample(self, condition: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """DDIM (eta 0, num_inference_steps) from ``noise`` (B, T, Da) -> normalised actions (B, T, Da) float32."""
+    def sample(
+        self, condition: torch.Tensor, noise: torch.Tensor, inpaint: InpaintInputs | None = None
+    ) -> torch.Tensor:
+        """DDIM (eta 0, num_inference_steps) from ``noise`` (B, T, Da) -> normalised actions (B, T, Da) float32.
+
+        inpaint: committed prefix, weights and per-step noise (vla/inpaint.py): the known steps are
+        re-noised to every step's level and blended in; None samples freely (bit-identical to before).
+        """
         _, ddim = self.schedulers
         x = noise.to(device=condition.device, dtype=torch.float32)
+        if inpaint is not None:
+            return self._sample_inpaint(condition, x, inpaint)
         for t in ddim.timesteps:
             steps = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
             eps = self.denoise(x, steps, condition).float()  # (B, T, Da)
             x = ddim.step(eps, int(t), x).prev_sample
+        return x
+
+    def _sample_inpaint(
+        self, condition: torch.Tensor, x: torch.Tensor, inpaint: InpaintInputs
+    ) -> torch.Tensor:
+        """The DDIM loop of ``sample`` with the RePaint-style blend after every step (see vla/inpaint.py)."""
+        _, ddim = self.schedulers
+        if self._plan is None:
+            self._plan = DDIMPlan.from_scheduler(ddim)
+        if inpaint.noise.shape[0] != len(self._plan) or inpaint.prefix.shape != tuple(x.shape):
+            raise ValueError(
+                f"inpaint inputs are for {inpaint.noise.shape[0]} steps and shape {inpaint.prefix.shape}; the "
+                f"sampler runs {len(self._plan)} steps on {tuple(x.shape)}"
+            )
+        dev = x.device
+        prefix = torch.from_numpy(inpaint.prefix).to(dev)  # (B, T, Da)
+        weight = torch.from_numpy(inpaint.weight).to(dev)  # (B, T)
+        noise = torch.from_numpy(inpaint.noise).to(dev)  # (n, B, T, Da)
+        coef = torch.from_numpy(self._plan.coefficients).to(dev)  # (n, 4): sqrt a_t, sqrt 1-a_t, prev ...
+        x = blend_torch(x, prefix, weight, x, coef[0, 0], coef[0, 1])
+        for i, t in enumerate(ddim.timesteps):
+            steps = torch.full((x.shape[0],), int(t), dtype=torch.long, device=dev)
+            eps = self.denoise(x, steps, condition).float()  # (B, T, Da)
+            x = ddim.step(eps, int(t), x).prev_sample
+            x = blend_torch(x, prefix, weight, noise[i], coef[i, 2], coef[i, 3])
         return x
 
     # ------------------------------------------------------------------ training
@@ -334,12 +371,16 @@ class TinyVLAPolicy(nn.Module):
         states: Any,
         seed: int | None = None,
         initial_noise: np.ndarray | None = None,
+        prefix: np.ndarray | None = None,
+        prefix_weight: np.ndarray | None = None,
     ) -> np.ndarray:
         """B observations -> (B, T, Da) float32 actions in robot units.
 
         images: B lists of N (H, W, 3) uint8 RGB (camera_names order); instructions: B strings;
         states (B, Ds) robot units; seed: fixes the initial noise (independent of global RNG);
-        initial_noise (B, T, Da) overrides it.
+        initial_noise (B, T, Da) overrides it. prefix (k, Da) or (B, k, Da) robot units and
+        prefix_weight (T,) or (B, T) in [0, 1]: inpaint the committed steps (vla/inpaint.py); the
+        known part's noise is seeded by ``seed`` too.
         """
         b = len(images)
         if b == 0 or len(instructions) != b:
@@ -349,12 +390,17 @@ class TinyVLAPolicy(nn.Module):
         norm = self._require_normalizer()
         state_norm = norm.normalize_state(self._states(states, b))
         noise = self._noise(b, seed, initial_noise)
+        c = self.config
+        checked = check_prefix(prefix, prefix_weight, b, c.chunk_len, c.action_dim)
+        inpaint = None
+        if checked is not None:
+            inpaint = prepare_inpaint(*checked, norm, c.chunk_len, len(self.schedulers[1].timesteps), seed)
         pixels = torch.stack([self.preprocess_images(obs) for obs in images])  # (B, N, 3, S, S)
         ids, mask = self.tokenize_batch(instructions)
         dev = self.device
         with self._inference():
             condition = self.encode_observation(pixels.to(dev), ids.to(dev), mask.to(dev), state_norm.to(dev))
-            actions = self.sample(condition, noise.to(dev))
+            actions = self.sample(condition, noise.to(dev), inpaint)
         return norm.unnormalize_action(actions.float().cpu().numpy()).astype(np.float32)
 
     def predict_chunk(
@@ -364,8 +410,14 @@ class TinyVLAPolicy(nn.Module):
         state: Any,
         seed: int | None = None,
         initial_noise: np.ndarray | None = None,
+        prefix: np.ndarray | None = None,
+        prefix_weight: np.ndarray | None = None,
     ) -> np.ndarray:
-        """N images (H, W, 3) uint8 RGB, instruction, state (Ds,) -> (T, Da) float32 robot units."""
+        """N images (H, W, 3) uint8 RGB, instruction, state (Ds,) -> (T, Da) float32 robot units.
+
+        prefix (k, Da) robot units + prefix_weight (T,): inpaint the committed steps (see
+        predict_chunk_batch); None for both samples freely.
+        """
         state = np.asarray(state, dtype=np.float32)
         if state.shape != (self.config.state_dim,):
             raise ValueError(f"state must have shape ({self.config.state_dim},), got {state.shape}")
@@ -374,9 +426,17 @@ class TinyVLAPolicy(nn.Module):
             raise ValueError(
                 f"initial_noise must have shape {(self.config.chunk_len, self.config.action_dim)}, got {noise.shape[1:]}"
             )
-        return self.predict_chunk_batch([images], [instruction], state[None], seed=seed, initial_noise=noise)[
-            0
-        ]
+        if (prefix is not None and np.ndim(prefix) != 2) or (
+            prefix_weight is not None and np.ndim(prefix_weight) != 1
+        ):
+            raise ValueError(
+                f"prefix must be (k, Da) and prefix_weight (T,) for one observation, got shapes "
+                f"{np.shape(prefix)} and {np.shape(prefix_weight)}"
+            )
+        out = self.predict_chunk_batch(
+            [images], [instruction], state[None], seed, noise, prefix=prefix, prefix_weight=prefix_weight
+        )
+        return out[0]
 
     # ------------------------------------------------------------------ LoRA
     def apply_lora(self, variant: str | None = None) -> dict[str, int]:

@@ -251,9 +251,10 @@ def test_enable_false_and_stop_end_commands(franka):
     response = rig.call(SetBool, "/tinyvla_executor/enable", SetBool.Request(data=False))
     assert response.success
     wait_for(lambda: _mode(rec).endswith("/False"), 10.0, "actuation off")
+    time.sleep(0.3)  # commands sent before the status may still be in flight on a loaded machine
     start = time.monotonic()
     time.sleep(1.0)
-    assert rec["commands"].count(since=start) == 0
+    assert rec["commands"].count(since=start) == 0  # at 100 Hz a gate left open would send ~100
     assert rec["preview"].count(since=start) > 10, "the preview stops with actuation"
     assert rig.call(SetBool, "/tinyvla_executor/enable", SetBool.Request(data=True)).success
     wait_for(

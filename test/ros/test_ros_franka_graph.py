@@ -185,6 +185,9 @@ def test_stopped_camera_makes_executor_hold_within_hold_after(franka):
         time.sleep(1.0)  # braking is over: the hold position is repeated, not the chunk replayed
         tail = np.array([m.data for m in rec["commands"].messages(since=time.monotonic() - 0.5)])
         assert len(tail) >= 5 and np.allclose(tail, tail[0], atol=1e-9)
+        wait_for(
+            lambda: rig.latest_status("tinyvla_policy", since=held) is not None, 10.0, "policy diagnostics"
+        )
         values = status_values(rig.latest_status("tinyvla_policy", since=held))
         assert int(values.get("observations_rejected.stale", 0)) > 0
     finally:

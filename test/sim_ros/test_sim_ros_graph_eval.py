@@ -35,7 +35,8 @@ def evaluator(module_tmp):
         yield ev
     finally:
         codes = ev.stop()
-    assert all(c == 0 for c in codes.values()), codes
+    # 0, or -2: ended by the SIGINT the runner sends (seen when it lands during rclpy's shutdown)
+    assert all(c in (0, -2) for c in codes.values()), codes
 
 
 def test_every_episode_runs_to_its_sim_time_limit_with_fresh_chunks(evaluator):

@@ -335,6 +335,8 @@ class ExecutorNode(Node):
         rate = self.cfg.committed_rate
         if not force and (rate <= 0.0 or now < self._committed_next):
             return
+        if self._committed_pub.get_subscription_count() == 0:
+            return  # nobody inpaints from it: spare the control thread the work
         self._committed_next = now + (1.0 / rate if rate > 0.0 else float("inf"))
         with self._lock:
             actions, times = self.loop.executor.committed_steps(now)

@@ -122,8 +122,17 @@ def poll(predicate: Callable[[], bool], timeout: float, what: str, graph: Graph)
 
 
 def rate_between(monitor, prefix: str, key: str, seconds: float, graph: Graph) -> tuple[float, dict, dict]:
-    """(per sim second rate of diagnostics counter ``key`` of ``prefix`` over ~``seconds`` wall, first, last)."""
+    """(per sim second rate of diagnostics counter ``key`` of ``prefix`` over ~``seconds`` of its
+    stamps, first, last).
+
+    The window starts at the second status received after this call: the latest one already
+    received may predate the state the caller just waited for (a status is published every
+    diagnostics period of wall time, and a lockstep sim can run several sim seconds per wall s).
+    """
     poll(lambda: key in monitor.diag(prefix), 30.0, f"{prefix} diagnostics with {key}", graph)
+    for _ in range(2):  # the first new one may have been in flight already
+        before = monitor.diag_with_stamp(prefix)[0]
+        poll(lambda b=before: monitor.diag_with_stamp(prefix)[0] > b, 30.0, f"a fresh {prefix} status", graph)
     t0, first = monitor.diag_with_stamp(prefix)
     poll(
         lambda: monitor.diag_with_stamp(prefix)[0] >= t0 + seconds,

@@ -36,6 +36,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock
 
 from tinyvla_ros.data.bag import BagError, BagReader, TopicQos
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts
 
 NODE_NAME = "tinyvla_bag_player"
 
@@ -332,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         executor.shutdown()
         if node is not None:
             node.destroy_node()

@@ -34,6 +34,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from tinyvla_ros.data.bag import BagWriter, BagWriterConfig, TopicQos, ensure_type, typestore
 from tinyvla_ros.ros.bag_play import message_class
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts
 
 NODE_NAME = "tinyvla_bag_recorder"
 DEFAULT_EXCLUDE = ("/rosout", "/parameter_events")
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         if node is not None:
             counts = node.stop()
             print(f"recorded {sum(counts.values())} messages to {cfg.output}: {counts}")

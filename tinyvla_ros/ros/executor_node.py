@@ -70,6 +70,7 @@ from tinyvla_ros.ros.outputs import (
 )
 from tinyvla_ros.ros.params import ExecutorNodeConfig, declare_dataclass
 from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts
 
 NODE_NAME = "tinyvla_executor"
 
@@ -283,11 +284,16 @@ class ExecutorNode(Node):
             actuating = self.gate.actuating
             result = self.loop.tick(now, actuating, hold_reason=hold_reason)
             self._actuate(result)
-            for event in self.loop.pop_events():
+            events = self.loop.pop_events()
+            for event in events:
                 self.diag.problem("clock", "warn", event)
         self._publish_preview(result, now)
         self._publish_status(result, actuating, now)
         self._publish_committed(now)
+        if events:
+            # a clock jump is an event, not a state: report it now rather than at the next
+            # diagnostics period (a timer on the same jumping clock, which may fire before this tick)
+            self._diag_pub.publish_now()
 
     def _actuate(self, result: TickResult) -> None:
         """Send this tick's controller commands as the ActuationGate decides (lock held)."""
@@ -417,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -63,6 +63,7 @@ from tinyvla_ros.ros.fake_robot.controllers import ArmController, CommandRejecte
 from tinyvla_ros.ros.fake_robot.pacing import NS, LockstepGate, Pacer
 from tinyvla_ros.ros.params import declare_dataclass
 from tinyvla_ros.ros.qos import latched_qos, reliable_qos
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts
 
 NODE_NAME = "tinyvla_fake_robot"
 DYNAMIC_PARAMETERS = ("cameras_paused", "task", "seed")
@@ -635,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         if node is not None:
             node.shutdown()
             code = 1 if node.fatal else code

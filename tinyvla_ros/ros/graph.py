@@ -328,21 +328,28 @@ class NodeProcess:
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,
         )
+        self._interrupted_at: float | None = None  # monotonic time of the SIGINT sent, if any
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def signal(self, sig: int) -> None:
         if self.alive():
+            if sig == signal.SIGINT and self._interrupted_at is None:
+                self._interrupted_at = time.monotonic()
             try:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
                 pass
 
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGINT, then SIGTERM, then SIGKILL; returns the exit code."""
+        """SIGINT (once: a second one would interrupt the node's own shutdown), then SIGTERM, then
+        SIGKILL; returns the exit code."""
         for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-            self.signal(sig)
+            if sig == signal.SIGINT and self._interrupted_at is not None:
+                wait = max(0.0, self._interrupted_at + timeout - time.monotonic())
+            else:
+                self.signal(sig)
             try:
                 self.proc.wait(wait)
                 break

@@ -59,6 +59,7 @@ from tinyvla_ros.ros.conversions import (
 from tinyvla_ros.ros.diagnostics import DiagnosticsPublisher, DiagnosticState, summarize
 from tinyvla_ros.ros.params import CameraSpec, PolicyNodeConfig, declare_policy_config
 from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts
 
 NODE_NAME = "tinyvla_policy"
 _RETRY_S = 0.01  # worker back-off after a rejected observation
@@ -463,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         if node is not None:
             node._stop_worker()
             node.destroy_node()

@@ -30,6 +30,7 @@ from sensor_msgs.msg import Image, JointState
 from tinyvla_ros.core.images import SUPPORTED_ENCODINGS
 from tinyvla_ros.ros.conversions import joint_state, rgb_to_image, sec_to_stamp
 from tinyvla_ros.ros.qos import QosConfig, sensor_qos
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts
 
 
 @dataclass
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -35,6 +35,7 @@ from tinyvla_ros.ros.cameras.messages import (
     stamp_msg,
 )
 from tinyvla_ros.ros.cameras.worker import CaptureWorker, WorkerConfig
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts
 
 # --- parameters ------------------------------------------------------------------------------------
 
@@ -217,6 +218,7 @@ def run_node(factory: Callable[[], CameraNodeBase], argv: list[str] | None = Non
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        ignore_further_interrupts()
         if node is not None:
             node.shutdown()
             node.destroy_node()

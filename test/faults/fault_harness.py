@@ -506,6 +506,42 @@ class FaultRig:
         return self.runner.stop()
 
 
+def graph_params(cameras, rate: float, policy_extra: dict[str, object] | None = None) -> dict[str, dict]:
+    """Per-node parameters of a fault rig: lockstep fake (1x real time at most, 1 s gate timeout),
+    64x48 cameras at 30 Hz, a one-thread policy at 20 Hz with 0.15 s max camera age, an executor
+    at ``rate`` Hz with tight fault checks. ``policy_extra`` adds policy parameters (the engine)."""
+    return {
+        FAKE: {
+            "time_mode": "lockstep",
+            "real_time_factor": 1.0,
+            "lockstep_timeout": 1.0,
+            "lockstep_chunk_budget": 0.1,
+            "image_width": 64,
+            "image_height": 48,
+            "camera_rate": 30.0,
+            "diagnostics_period": 0.5,
+        },
+        POLICY: {
+            **(policy_extra or {}),
+            "warmup_runs": 1,
+            "num_threads": 1,
+            "inference_rate": 20.0,
+            "max_age": 0.15,
+            **{f"cameras.{c}.{k}": v for c in cameras for k, v in (("width", 64), ("height", 48))},
+            "diagnostics_period": 0.25,
+        },
+        EXECUTOR: {
+            "control_rate": rate,
+            "diagnostics_period": 0.25,
+            "faults.state_timeout": 0.15,
+            "faults.max_observation_age": 0.18,
+            "faults.chunk_limit_tolerance": 0.5,
+            "faults.max_chunk_speed_factor": 3.0,
+            "faults.max_start_distance": 0.5,
+        },
+    }
+
+
 def env_with_fault_hooks() -> dict[str, str]:
     """The test environment plus TINYVLA_ENABLE_FAULT_HOOKS=1 (for the policy's fault engine)."""
     return dict(os.environ, TINYVLA_ENABLE_FAULT_HOOKS="1")

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from fault_harness import (
     EXECUTOR,
-    FAKE,
     FR3_HOME,
     FRANKA_CAMERAS,
     POLICY,
@@ -31,6 +30,7 @@ from fault_harness import (
     check_commands,
     env_with_fault_hooks,
     first_bad_chunk_time,
+    graph_params,
     run_fault,
     start_intruder,
     stop_intruder,
@@ -53,36 +53,7 @@ def rig(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults_franka")
     checkpoint = tiny_checkpoint(tmp / "ckpt", list(FRANKA_CAMERAS), FR3_HOME, grippers=[7])
     trigger = tmp / "engine_fault"
-    extra = {
-        FAKE: {
-            "time_mode": "lockstep",
-            "real_time_factor": 1.0,
-            "lockstep_timeout": 1.0,
-            "lockstep_chunk_budget": 0.1,
-            "image_width": 64,
-            "image_height": 48,
-            "camera_rate": 30.0,
-            "diagnostics_period": 0.5,
-        },
-        POLICY: {
-            "engine": f"fault:mode=file,trigger={trigger},stall_s=2.0",
-            "warmup_runs": 1,
-            "num_threads": 1,
-            "inference_rate": 20.0,
-            "max_age": 0.15,
-            **{f"cameras.{c}.{k}": v for c in FRANKA_CAMERAS for k, v in (("width", 64), ("height", 48))},
-            "diagnostics_period": 0.25,
-        },
-        EXECUTOR: {
-            "control_rate": RATE,
-            "diagnostics_period": 0.25,
-            "faults.state_timeout": 0.15,
-            "faults.max_observation_age": 0.18,
-            "faults.chunk_limit_tolerance": 0.5,
-            "faults.max_chunk_speed_factor": 3.0,
-            "faults.max_start_distance": 0.5,
-        },
-    }
+    extra = graph_params(FRANKA_CAMERAS, RATE, {"engine": f"fault:mode=file,trigger={trigger},stall_s=2.0"})
     rig = FaultRig("franka", checkpoint, tmp / "logs", FRANKA_CAMERAS, extra, env=env_with_fault_hooks())
     rig.trigger = trigger
     try:

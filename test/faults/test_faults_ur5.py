@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from fault_harness import (
     EXECUTOR,
-    FAKE,
     POLICY,
     RESULTS,
     UR5_CAMERAS,
     ArmLimits,
     FaultRig,
+    graph_params,
     run_fault,
     tiny_checkpoint,
     write_table,
@@ -41,35 +41,7 @@ def rig(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults_ur5")
     home = np.concatenate([SIM_HOME["left"], SIM_HOME["right"]])  # the fake's home of each arm
     checkpoint = tiny_checkpoint(tmp / "ckpt", list(UR5_CAMERAS), home, grippers=[6, 13])
-    extra = {
-        FAKE: {
-            "time_mode": "lockstep",
-            "real_time_factor": 1.0,
-            "lockstep_timeout": 1.0,
-            "lockstep_chunk_budget": 0.1,
-            "image_width": 64,
-            "image_height": 48,
-            "camera_rate": 30.0,
-            "diagnostics_period": 0.5,
-        },
-        POLICY: {
-            "warmup_runs": 1,
-            "num_threads": 1,
-            "inference_rate": 20.0,
-            "max_age": 0.15,
-            **{f"cameras.{c}.{k}": v for c in UR5_CAMERAS for k, v in (("width", 64), ("height", 48))},
-            "diagnostics_period": 0.25,
-        },
-        EXECUTOR: {
-            "control_rate": RATE,
-            "diagnostics_period": 0.25,
-            "faults.state_timeout": 0.15,
-            "faults.max_observation_age": 0.18,
-            "faults.chunk_limit_tolerance": 0.5,
-            "faults.max_chunk_speed_factor": 3.0,
-            "faults.max_start_distance": 0.5,
-        },
-    }
+    extra = graph_params(UR5_CAMERAS, RATE)
     rig = FaultRig("ur5_bimanual", checkpoint, tmp / "logs", UR5_CAMERAS, extra)
     try:
         rig.start()

@@ -10,6 +10,7 @@ import pytest
 
 from tinyvla_ros.vla import export
 from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig
+from tinyvla_ros.vla.policy import TinyVLAPolicy
 from tinyvla_ros.vla.testing import make_tiny_checkpoint
 
 
@@ -29,6 +30,32 @@ def test_export_writes_graphs_and_manifest_with_parity(franka_ckpt):
     }
     assert dims["input_ids"] == ["batch", "text"] and dims["pixel_values"][0] == "batch"  # dynamic batch/text
     assert export.manifest_problem(franka_ckpt, ["encoder.onnx", "denoiser.onnx"]) is None
+
+
+def test_encoder_is_fused_by_default_and_not_with_no_fuse(franka_copy, observation):
+    """Default export: LayerNorm/GELU patterns become ORT contrib ops; outputs stay within parity of
+    torch for another batch size and prompt length; --no-fuse keeps the traced graph."""
+    fused = export.read_manifest(franka_copy)["graphs"]["encoder.onnx"]["fused_ops"]
+    assert fused.get("SkipLayerNormalization", 0) > 0 and fused.get("LayerNormalization", 0) > 0
+    ops = {n.op_type for n in onnx.load(str(franka_copy / "encoder.onnx")).graph.node}
+    assert "SkipLayerNormalization" in ops
+    obs = [observation(2, 8, seed=s) for s in (3, 4)]
+    texts = ["pick up the red cube", "put the green cube in the bowl and then close the drawer"]
+    states = np.stack([st for _, st in obs])
+    ref = (
+        TinyVLAPolicy.from_pretrained(franka_copy)
+        .eval()
+        .predict_chunk_batch([i for i, _ in obs], texts, states, seed=5)
+    )
+    for fuse in (True, False):
+        if not fuse:
+            assert export.main([str(franka_copy), "--graphs", "encoder", "--no-fuse"]) == 0
+        engine = OnnxEngine(franka_copy, OnnxEngineConfig(loop="numpy", num_threads=1, auto_export=False))
+        got = engine.predict_chunk_batch([i for i, _ in obs], texts, states, seed=5)
+        assert got.shape == (2, 16, 8) and np.max(np.abs(got - ref)) <= 1e-4, fuse
+    assert "fused_ops" not in export.read_manifest(franka_copy)["graphs"]["encoder.onnx"]
+    ops = {n.op_type for n in onnx.load(str(franka_copy / "encoder.onnx")).graph.node}
+    assert not ops & {"SkipLayerNormalization", "BiasGelu", "QuickGelu"}
 
 
 def test_cli_exports_and_reports(franka_copy, capsys):

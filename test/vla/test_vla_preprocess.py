@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyvla_ros.vla.preprocess import PAD_COLOUR, pad_to_square, prepare_cameras, prepare_image
+from tinyvla_ros.vla.preprocess import (
+    PAD_COLOUR,
+    pad_to_square,
+    prepare_cameras,
+    prepare_image,
+    resize_square,
+)
 
 
 def test_pad_to_square_centres_the_image():
@@ -29,6 +35,17 @@ def test_prepare_image_keeps_content_and_aspect():
     assert np.all(out[:6] == PAD_COLOUR)  # padding rows above (8 rows at 32 px, filter blurs the edge)
     assert out[16, 4, 0] > 240 and out[16, 4, 1] < 15  # red region
     assert out[16, 28].max() < 15  # black region
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(360, 640), (720, 1280), (480, 640), (640, 360), (96, 128), (50, 64), (64, 64), (112, 112), (7, 3)],
+)
+@pytest.mark.parametrize("size", [64, 112])
+def test_prepare_image_equals_pad_then_resize_pixel_for_pixel(shape, size):
+    """The fast path (PIL pads) must give training and deployment the reference pixels exactly."""
+    img = np.random.default_rng(sum(shape) + size).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(prepare_image(img, size), resize_square(pad_to_square(img), size))
 
 
 def test_prepare_cameras_layout_and_range():

@@ -101,6 +101,27 @@ def test_samples_hold_the_window_the_state_and_model_sized_images(demo_dataset):
     assert batch["images"].shape == (2, 2, 3, 64, 64) and batch["instruction"] == [ep.instruction] * 2
 
 
+def test_a_trained_checkpoint_sees_at_deployment_the_evaluation_view_of_its_training_images(
+    demo_dataset, tmp_path
+):
+    """Training with random 95% crops records center_crop 0.95 in the checkpoint; the deployed
+    policy's preprocessing then equals the dataset's evaluation view pixel for pixel."""
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    final = Trainer(_cfg(demo_dataset, tmp_path / "run", steps=2)).run()
+    policy = TinyVLAPolicy.from_pretrained(final)
+    c = policy.config
+    assert c.center_crop == 0.95
+    info = load_info(demo_dataset)
+    ep = EpisodeFile(demo_dataset / info.episodes[0]["file"])
+    ds = EpisodeDataset(demo_dataset, SampleConfig(c.camera_names, c.image_size, train=False), episodes=[0])
+    expected = ds[5]["images"].numpy().astype(np.float32) * np.float32(1.0 / 255.0)
+    frames = [ep.frame(cam, 5) for cam in c.camera_names]
+    np.testing.assert_array_equal(policy.preprocess_images(frames).numpy(), expected)
+    policy.config = c.replace(center_crop=1.0)  # the whole image: another view (the crop matters)
+    assert np.abs(policy.preprocess_images(frames).numpy() - expected).max() > 0.05
+
+
 def test_lr_schedule_warms_up_then_follows_a_cosine():
     assert lr_factor(0, 10, 100, 0.0) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100, 0.0) == pytest.approx(1.0)

@@ -165,3 +165,20 @@ def test_bad_inputs_are_clear_and_leave_engine_usable(engines, observation):
     with pytest.raises(ValueError, match="initial_noise must have shape"):
         engine.predict_chunk(images, TEXT, state, initial_noise=np.zeros((8, 8)))
     assert np.all(np.isfinite(engine.predict_chunk(images, TEXT, state, seed=1)))
+
+
+def test_centre_crop_of_the_checkpoint_is_applied_by_both_engines(franka_copy, observation):
+    """config.json center_crop (preprocessing, not in the graphs: the export stays valid)."""
+    import json
+
+    cfg_path = franka_copy / "config.json"
+    images, state = observation(2, 8, seed=6)
+    whole = TinyVLAPolicy.from_pretrained(franka_copy).eval().predict_chunk(images, TEXT, state, seed=2)
+    config = json.loads(cfg_path.read_text())
+    config["center_crop"] = 0.8
+    cfg_path.write_text(json.dumps(config))
+    ref = TinyVLAPolicy.from_pretrained(franka_copy).eval().predict_chunk(images, TEXT, state, seed=2)
+    engine = OnnxEngine(franka_copy, OnnxEngineConfig(loop="numpy", num_threads=1, auto_export=False))
+    got = engine.predict_chunk(images, TEXT, state, seed=2)
+    assert np.max(np.abs(got - ref)) <= TOL
+    assert np.max(np.abs(ref - whole)) > 1e-3  # the crop changed what the model saw

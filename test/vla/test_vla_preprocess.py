@@ -7,6 +7,7 @@ import pytest
 
 from tinyvla_ros.vla.preprocess import (
     PAD_COLOUR,
+    center_crop,
     pad_to_square,
     prepare_cameras,
     prepare_image,
@@ -46,6 +47,15 @@ def test_prepare_image_equals_pad_then_resize_pixel_for_pixel(shape, size):
     """The fast path (PIL pads) must give training and deployment the reference pixels exactly."""
     img = np.random.default_rng(sum(shape) + size).integers(0, 256, (*shape, 3), dtype=np.uint8)
     np.testing.assert_array_equal(prepare_image(img, size), resize_square(pad_to_square(img), size))
+
+
+def test_centre_crop_is_applied_before_pad_and_resize():
+    img = np.random.default_rng(1).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    cropped = center_crop(img, 0.9)
+    assert cropped.shape == img.shape
+    np.testing.assert_array_equal(prepare_image(img, 64, crop=0.9), prepare_image(cropped, 64))
+    assert np.abs(prepare_image(img, 64, crop=0.9).astype(int) - prepare_image(img, 64)).max() > 20
+    np.testing.assert_array_equal(prepare_image(img, 64, crop=1.0), prepare_image(img, 64))
 
 
 def test_prepare_cameras_layout_and_range():

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyvla_ros.vla.preprocess import center_crop, crop_resize, crop_size
+
 
 def _pil():
     try:
@@ -55,34 +57,13 @@ class AugmentConfig:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1), got {value!r}")
 
 
-def crop_size(height: int, width: int, ratio: float) -> tuple[int, int]:
-    """(h, w) of a crop keeping ``ratio`` of each side (at least 1 pixel)."""
-    return max(1, int(height * ratio)), max(1, int(width * ratio))
-
-
-def _crop_resize(img: np.ndarray, top: int, left: int, ch: int, cw: int) -> np.ndarray:
-    """Crop (ch, cw) at (top, left) and resize back to the input's (H, W) with bilinear antialiasing."""
-    if (ch, cw) == img.shape[:2]:
-        return img
-    image_cls, _ = _pil()
-    crop = image_cls.fromarray(np.ascontiguousarray(img[top : top + ch, left : left + cw]))
-    return np.asarray(crop.resize((img.shape[1], img.shape[0]), resample=image_cls.Resampling.BILINEAR))
-
-
-def center_crop(img: np.ndarray, ratio: float) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W, 3) uint8: centre crop of ``ratio`` per side, resized back."""
-    h, w = img.shape[:2]
-    ch, cw = crop_size(h, w, ratio)
-    return _crop_resize(img, (h - ch) // 2, (w - cw) // 2, ch, cw)
-
-
 def random_crop(img: np.ndarray, ratio: float, rng: np.random.Generator) -> np.ndarray:
     """(H, W, 3) uint8 -> (H, W, 3) uint8: random crop of ``ratio`` per side, resized back."""
     h, w = img.shape[:2]
     ch, cw = crop_size(h, w, ratio)
     top = int(rng.integers(0, h - ch + 1))
     left = int(rng.integers(0, w - cw + 1))
-    return _crop_resize(img, top, left, ch, cw)
+    return crop_resize(img, top, left, ch, cw)
 
 
 def rotate(img: np.ndarray, degrees: float) -> np.ndarray:
@@ -123,3 +104,15 @@ def augment_image(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator)
 def eval_image(img: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
     """The evaluation view of an (H, W, 3) uint8 image: centre crop of ``crop_ratio``, resized back."""
     return center_crop(img, cfg.crop_ratio)
+
+
+__all__ = [
+    "AugmentConfig",
+    "augment_image",
+    "center_crop",
+    "color_jitter",
+    "crop_size",
+    "eval_image",
+    "random_crop",
+    "rotate",
+]

@@ -155,6 +155,8 @@ def build_policy(cfg: TrainConfig, info: Any, normalizer: Normalizer) -> Any:
         "state_dim": len(info.state_names),
         "action_dim": len(info.action_names),
         "action_names": tuple(info.action_names),
+        # deployment sees the evaluation view of the training images (official recipe)
+        "center_crop": cfg.augment.crop_ratio,
         **cfg.overrides,
     }
     if cfg.init:

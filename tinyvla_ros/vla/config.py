@@ -227,6 +227,9 @@ class TinyVLAConfig:
     Robot interface
         camera_names   one name per camera, in the order images are given; each is encoded alone
         image_size     S: square side of the vision tower input (pad-to-square + resize inside)
+        center_crop    side fraction of each camera image kept (centred) before pad + resize, at
+                       deployment and in evaluation; training with random crops of r sets it to r,
+                       the official evaluation transform (1.0: the whole image)
         state_dim      Ds: robot state entering the condition (not the LLM)
         action_dim     Da: action vector; the only thing that changes between robots
         chunk_len      T: action steps predicted at once (multiple of head.chunk_multiple)
@@ -238,6 +241,7 @@ class TinyVLAConfig:
     name: str = "custom"
     camera_names: tuple[str, ...] = ("left", "right")
     image_size: int = 336
+    center_crop: float = 1.0
     state_dim: int = 7
     action_dim: int = 10
     chunk_len: int = 16
@@ -288,6 +292,9 @@ class TinyVLAConfig:
             raise ValueError(
                 f"image_size ({self.image_size}) must be divisible by vision.patch_size ({self.vision.patch_size})"
             )
+        crop = self.center_crop
+        if isinstance(crop, bool) or not isinstance(crop, int | float) or not 0.5 <= crop <= 1.0:
+            raise ValueError(f"center_crop must be a number in [0.5, 1.0] (1.0: no crop), got {crop!r}")
         _check_int("config", "state_dim", self.state_dim)
         _check_int("config", "action_dim", self.action_dim)
         _check_int("config", "chunk_len", self.chunk_len)

@@ -520,7 +520,8 @@ class OnnxEngine:
                     f"expected {c.num_cameras} images (cameras {list(c.camera_names)}), got {len(obs)}"
                 )
             for n, (image, cam) in enumerate(zip(obs, c.camera_names, strict=True)):
-                square = prepare_image(image, c.image_size, name=f"image of camera {cam!r}")  # (S, S, 3) u8
+                name = f"image of camera {cam!r}"
+                square = prepare_image(image, c.image_size, name=name, crop=c.center_crop)  # (S, S, 3) u8
                 np.multiply(square.transpose(2, 0, 1), scale, out=out[b, n])
         return out
 

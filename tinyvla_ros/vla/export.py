@@ -255,8 +255,9 @@ def weights_digest(directory: str | Path) -> str:
 
 
 def graph_config(config: Any) -> dict[str, Any]:
-    """The config fields baked into the encoder/denoiser graphs (JSON-safe)."""
-    return {k: v for k, v in config.to_dict().items() if k not in SCHEDULE_FIELDS}
+    """The config fields baked into the encoder/denoiser graphs (JSON-safe); the centre crop is
+    preprocessing, done before the graphs."""
+    return {k: v for k, v in config.to_dict().items() if k not in SCHEDULE_FIELDS and k != "center_crop"}
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any] | None:

@@ -162,7 +162,8 @@ class TinyVLAPolicy(nn.Module):
     # ------------------------------------------------------------------ tensor-only pieces
     def preprocess_images(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """N images (H, W, 3) uint8 RGB, any H, W -> pixel_values (N, 3, S, S) float32 in [0, 1]."""
-        arr = prepare_cameras(images, self.config.image_size, self.config.camera_names)
+        c = self.config
+        arr = prepare_cameras(images, c.image_size, c.camera_names, crop=c.center_crop)
         return torch.from_numpy(arr)
 
     def tokenize(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -159,6 +159,20 @@ def test_build_graph_franka_defaults_and_overrides(tmp_path):
         build_graph("franka", params_file=tmp_path / "none.yaml")
 
 
+def test_ee_pose_output_switches_the_policy_and_executor_to_end_effector_actions():
+    policy, executor = build_graph("franka", output="ee_pose")
+    assert executor.parameters["output"] == "ee_pose"
+    assert executor.parameters["action_layout"] == "franka_ee"
+    names = policy.parameters["action_names"]
+    assert len(names) == 10 and names[:3] == ["x", "y", "z"] and names[-1] == "gripper"
+    text = policy.overrides_yaml()  # rcl reads a bare y as a bool: every string is quoted
+    assert "- 'y'" in text and yaml.safe_load(text) == {policy.fqn: {"ros__parameters": policy.parameters}}
+    joint = build_graph("franka", output="joint_trajectory")
+    assert "action_names" not in joint[0].parameters  # the params file's joint names stay
+    with pytest.raises(ValueError, match="ee_pose needs the franka set-up"):
+        build_graph("ur5_bimanual", output="ee_pose")
+
+
 def test_use_sim_needs_the_fake_robot():
     if importlib.util.find_spec("tinyvla_ros.ros.fake_robot_node") is None:
         with pytest.raises(NotImplementedError, match="fake_robot_node"):

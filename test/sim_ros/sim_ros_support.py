@@ -77,7 +77,9 @@ def wait_until(
 class Graph:
     """A robot graph (policy, executor, fake robot) started with the project's GraphRunner."""
 
-    def __init__(self, robot: str, checkpoint: Path, log_dir: Path, extra: dict[str, dict]) -> None:
+    def __init__(
+        self, robot: str, checkpoint: Path, log_dir: Path, extra: dict[str, dict], output: str = ""
+    ) -> None:
         from tinyvla_ros.ros.graph import GraphRunner, build_graph
 
         specs = build_graph(
@@ -86,6 +88,7 @@ class Graph:
             checkpoint=str(checkpoint),
             enable_actuation=True,
             use_sim_time=True,
+            output=output,
             extra_parameters=extra,
         )
         self.log_dir = log_dir

@@ -8,6 +8,7 @@ import pytest
 from tinyvla_ros.ros.fake_robot.controllers import (
     ArmController,
     CommandRejected,
+    EquilibriumPoseController,
     ForwardPositionController,
     GripperOpeningInput,
     JointLimits,
@@ -191,3 +192,41 @@ def test_arm_controller_last_accepted_command_drives_and_rejections_are_counted(
     arm.reset(np.zeros(3))
     assert arm.active == "none"
     np.testing.assert_allclose(arm.target(9.0).positions, 0.0)
+
+
+def test_equilibrium_pose_is_checked_queued_once_and_held_after_solving():
+    ctrl = EquilibriumPoseController("fr3_link0", 3)
+    with pytest.raises(CommandRejected, match="must be in 'fr3_link0'"):
+        ctrl.accept("world", [0.4, 0.0, 0.3], [0.0, 0.0, 0.0, 1.0])
+    with pytest.raises(CommandRejected, match="finite"):
+        ctrl.accept("fr3_link0", [0.4, float("nan"), 0.3], [0.0, 0.0, 0.0, 1.0])
+    with pytest.raises(CommandRejected, match="norm 2.0000, not 1"):
+        ctrl.accept("fr3_link0", [0.4, 0.0, 0.3], [0.0, 0.0, 0.0, 2.0])
+    assert ctrl.take() is None and ctrl.reference() is None  # nothing accepted yet
+    ctrl.accept("fr3_link0", [0.4, 0.0, 0.3], [1.0, 0.0, 0.0, 0.0])  # 180 deg about x
+    xyz, rot = ctrl.take()
+    np.testing.assert_allclose(xyz, [0.4, 0.0, 0.3])
+    np.testing.assert_allclose(rot, np.diag([1.0, -1.0, -1.0]), atol=1e-12)
+    assert ctrl.take() is None  # handed to the solver once
+    assert not ctrl.solved(np.array([0.1, 0.2, 0.3]), 0.001)
+    assert ctrl.solved(np.array([0.1, 0.2, 0.3]), 0.02)  # 2 cm residual: out of reach
+    for _ in range(3):  # no timeout: the joint target stays
+        np.testing.assert_allclose(ctrl.reference().positions, [0.1, 0.2, 0.3])
+        np.testing.assert_allclose(ctrl.reference().velocities, 0.0)
+
+
+def test_arm_follows_the_pose_controller_once_solved_and_clips_to_the_limits():
+    arm = ArmController("a", LIMITS, np.zeros(3), pose_frame="base")
+    with pytest.raises(CommandRejected):
+        arm.on_pose("other", [0, 0, 0], [0, 0, 0, 1])
+    assert arm.counts["pose.rejected"] == 1 and arm.active == "none"
+    assert arm.on_pose("base", [0.3, 0.0, 0.2], [0, 0, 0, 1]) is False
+    assert arm.active == "pose" and arm.counts["pose.accepted"] == 1
+    np.testing.assert_allclose(arm.target(0.0).positions, 0.0)  # not solved yet: holds where it was
+    assert arm.pose.take() is not None
+    arm.pose_solved(np.array([0.5, 2.5, -0.5]), 0.0)
+    np.testing.assert_allclose(arm.target(0.0).positions, [0.5, 2.0, -0.5])  # clipped to the limits
+    arm.pose_solved(np.array([0.5, 0.5, 0.5]), 0.05)
+    assert arm.counts["pose.unreachable"] == 1
+    arm.reset(np.zeros(3))
+    assert arm.active == "none" and arm.pose.reference() is None

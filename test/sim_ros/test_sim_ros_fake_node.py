@@ -226,6 +226,50 @@ def test_out_of_limit_commands_are_counted_and_clamped(franka):
     assert proc.alive()
 
 
+def test_equilibrium_pose_pulls_the_tcp_to_the_pose_and_holds_it(franka):
+    """Cartesian impedance equilibrium pose (PoseStamped in fr3_link0), as a Franka set-up takes it."""
+    from geometry_msgs.msg import PoseStamped
+
+    from tinyvla_ros.core.robots import load_robot_spec
+    from tinyvla_ros.core.rotations import matrix_to_quaternion
+
+    proc, monitor, _, _ = fresh(franka)
+    spec = load_robot_spec("fr3")
+    home = spec.kinematics.fk(FR3_HOME)
+    target = home[:3, 3] + np.array([0.06, -0.08, -0.05])
+    quat = matrix_to_quaternion(home[:3, :3])
+    pub = monitor.node.create_publisher(
+        PoseStamped, "/cartesian_impedance_controller/equilibrium_pose", reliable_qos(10)
+    )
+
+    def pose(frame: str, xyz, q=quat) -> PoseStamped:
+        msg = PoseStamped()
+        msg.header.frame_id = frame
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in xyz)
+        o = msg.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in q)
+        return msg
+
+    diag = lambda: monitor.diag("tinyvla_fake_robot")  # noqa: E731
+    rejected = diag().get("commands.fr3.pose.rejected", 0)
+    publish(pub, pose("world", target))  # another frame: refused, the arm stays home
+    wait_until(lambda: diag().get("commands.fr3.pose.rejected", 0) == rejected + 1, 10.0, "rejection", proc)
+    np.testing.assert_allclose(latest(monitor, FR3), FR3_HOME, atol=0.01)
+    publish(pub, pose("fr3_link0", target))  # one message, then silence
+    tcp = lambda: spec.kinematics.fk(latest(monitor, FR3))  # noqa: E731
+    wait_until(
+        lambda: np.linalg.norm(tcp()[:3, 3] - target) < 0.005, 15.0, "the TCP within 5 mm of the pose", proc
+    )
+    time.sleep(1.0)
+    reached = tcp()
+    assert np.linalg.norm(reached[:3, 3] - target) < 0.005  # held: no timeout
+    angle = np.arccos(np.clip((np.trace(reached[:3, :3].T @ home[:3, :3]) - 1) / 2, -1, 1))
+    assert angle < 0.02, f"orientation off by {angle:.3f} rad"
+    assert diag()["active_controller.fr3"] == "pose" and diag().get("commands.fr3.pose.unreachable", 0) == 0
+    q = latest(monitor, FR3)
+    assert np.all(q >= spec.position_lower - 1e-3) and np.all(q <= spec.position_upper + 1e-3)
+
+
 def test_gripper_opening_command(franka):
     proc, monitor, _, pubs = fresh(franka)
     publish(pubs["gripper"], Float64MultiArray(data=[0.0]))

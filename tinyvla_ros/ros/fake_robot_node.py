@@ -18,7 +18,9 @@ It listens, per arm, to the controller topics the executor targets, with the rea
 semantics (tinyvla_ros.ros.fake_robot.controllers): forward position controller ``~/commands``
 (exactly J values else rejected + logged; the last command holds forever), joint trajectory
 controller ``~/joint_trajectory`` (replace on arrival, stamp 0 = now, linear / cubic / quintic,
-hold the last point at the end) and the gripper opening topic (Float64MultiArray [0..1]).
+hold the last point at the end), the gripper opening topic (Float64MultiArray [0..1]) and, for
+the Franka, a Cartesian impedance controller's ``/cartesian_impedance_controller/equilibrium_pose``
+(geometry_msgs/PoseStamped in fr3_link0; IK to a joint target inside the limits, held forever).
 Out-of-limit commands are clamped by the simulator and counted, never a crash.
 
 Timing (``time_mode``, see tinyvla_ros.ros.fake_robot.pacing): realtime (default; stamps ~ wall
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -139,8 +142,11 @@ class FakeRobotNode(Node):
 
     def _make_arms(self) -> list[ArmController]:
         specs, names = self.env.arm_specs, self.env.arm_joint_names
+        frame = self.cfg.defaults.pose_frame
         return [
-            ArmController(a, JointLimits(names[a], np.array(specs[a].lower), np.array(specs[a].upper)), q)
+            ArmController(
+                a, JointLimits(names[a], np.array(specs[a].lower), np.array(specs[a].upper)), q, frame
+            )
             for a, q in zip(self.env.arms, self._split(self.env.home), strict=True)
         ]
 
@@ -220,6 +226,8 @@ class FakeRobotNode(Node):
                 ("gripper", Float64MultiArray, self._gripper_callback),
             ):
                 io.create_subscription(msg_type, cfg.topics(kind)[i], factory(arm), qos, callback_group=group)
+        for arm, topic in zip(self.arms, cfg.topics("pose"), strict=False):  # the arms that offer one
+            io.create_subscription(PoseStamped, topic, self._pose_callback(arm), qos, callback_group=group)
         if self.pacing.mode != "lockstep":
             return
         io.create_subscription(JointState, cfg.lockstep_topic, self._gate_callback("executor"), qos)
@@ -265,6 +273,15 @@ class FakeRobotNode(Node):
                         msg.joint_names, stamp, times, positions, velocities, accelerations, now
                     ),
                 )
+
+        return callback
+
+    def _pose_callback(self, arm: ArmController):
+        def callback(msg: PoseStamped) -> None:
+            p, o = msg.pose.position, msg.pose.orientation
+            xyz, quat = (p.x, p.y, p.z), (o.x, o.y, o.z, o.w)
+            with self._lock:
+                self._command(arm, "pose", lambda: arm.on_pose(msg.header.frame_id, xyz, quat))
 
         return callback
 
@@ -369,8 +386,20 @@ class FakeRobotNode(Node):
         finally:
             self.env.close()  # the GL context belongs to this thread
 
+    def _solve_poses(self) -> None:
+        """Equilibrium poses received since the last step -> joint targets (IK, sim thread: the
+        model belongs to it); warm-started from the arm's current reference, so it moves smoothly."""
+        with self._lock:
+            now = self.now()
+            todo = [(arm, pose, arm.target(now).positions) for arm in self.arms if (pose := arm.pose.take())]
+        for arm, (xyz, rot), q0 in todo:
+            result = self.env.ik_solve(arm.name, xyz, rot, q_init=q0, max_iters=30)
+            with self._lock:
+                arm.pose_solved(result.q, result.position_error)
+
     def _step_physics(self) -> None:
         start = time.perf_counter()
+        self._solve_poses()
         with self._lock:
             now = self.now()
             refs = [arm.target(now) for arm in self.arms]

@@ -80,7 +80,8 @@ ARGUMENTS: tuple[Argument, ...] = (
     Argument(
         "output",
         "",
-        "executor output: forward_position | joint_trajectory | ee_pose (empty: params file)",
+        "executor output: forward_position | joint_trajectory | ee_pose (Franka end-effector poses for a "
+        "Cartesian impedance controller; needs a franka_ee checkpoint) (empty: params file)",
         ("", "forward_position", "joint_trajectory", "ee_pose"),
     ),
     Argument("params_file", "", "ROS 2 params file for all nodes (empty: the package's config/<robot>.yaml)"),
@@ -127,8 +128,11 @@ class NodeSpec:
         return f"{ns}/{self.name}"
 
     def overrides_yaml(self) -> str:
-        """The overrides params file content for this node."""
-        return yaml.safe_dump({self.fqn: {"ros__parameters": self.parameters}}, sort_keys=True)
+        """The overrides params file content for this node (every string quoted: rcl's parser reads
+        a bare y / n / on / off as a bool, e.g. the action name "y" of franka_ee)."""
+        return yaml.dump(
+            {self.fqn: {"ros__parameters": self.parameters}}, Dumper=_QuotingDumper, sort_keys=True
+        )
 
     def command(self, overrides_file: str | None, python: str = sys.executable) -> list[str]:
         """argv starting this node as its own process."""
@@ -142,6 +146,15 @@ class NodeSpec:
         for src, dst in self.remappings:
             argv += ["-r", f"{src}:={dst}"]
         return argv
+
+
+class _QuotingDumper(yaml.SafeDumper):
+    """SafeDumper that writes every string in single quotes."""
+
+
+_QuotingDumper.add_representer(
+    str, lambda dumper, data: dumper.represent_scalar("tag:yaml.org,2002:str", data, style="'")
+)
 
 
 def _flag(value: bool | str, name: str) -> bool:
@@ -280,6 +293,15 @@ def build_graph(
         executor["execution_mode"] = execution_mode
     if output:
         executor["output"] = output
+        if output == "ee_pose":  # end-effector actions: the policy's action names and the executor's
+            if robot != "franka":  # layout change with the output (a franka_ee checkpoint, 10-D)
+                raise ValueError(
+                    f"output ee_pose needs the franka set-up (a franka_ee layout), got {robot!r}"
+                )
+            from tinyvla_ros.core.robots import ActionLayout
+
+            executor["action_layout"] = "franka_ee"
+            policy["action_names"] = list(ActionLayout.franka_ee().names)
     extra = extra_parameters or {}
     policy.update(extra.get(POLICY, {}))
     executor.update(extra.get(EXECUTOR, {}))
@@ -389,11 +411,11 @@ class GraphRunner:
         rclpy.init(context=context)
         node = rclpy.create_node("tinyvla_graph_manager", context=context)
         try:
-            for spec in self.specs:
+            for spec, proc in zip(self.specs, self.processes, strict=True):
                 if not spec.lifecycle:
                     continue
                 client = LifecycleClient(node, spec.fqn)
-                client.wait_for_services(timeout)
+                client.wait_for_services(timeout, alive=proc.alive)
                 if client.state() == "unconfigured":
                     client.transition("configure", timeout)
                 client.transition("activate", timeout)

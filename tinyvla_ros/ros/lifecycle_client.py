@@ -36,11 +36,16 @@ class LifecycleClient:
         self._change = node.create_client(ChangeState, f"{self.target}/change_state")
         self._get = node.create_client(GetState, f"{self.target}/get_state")
 
-    def wait_for_services(self, timeout: float) -> None:
-        """Block until both services exist; LifecycleError after ``timeout`` s."""
+    def wait_for_services(self, timeout: float, alive=None) -> None:
+        """Block until both services exist; LifecycleError after ``timeout`` s, or at once when
+        ``alive()`` (the node's process, if given) says the node has exited."""
         deadline = time.monotonic() + timeout
         for client in (self._change, self._get):
             while not client.wait_for_service(timeout_sec=0.2):
+                if alive is not None and not alive():
+                    raise LifecycleError(
+                        f"{self.target}: the node exited before its lifecycle services came up"
+                    )
                 if time.monotonic() > deadline:
                     raise LifecycleError(
                         f"{self.target}: lifecycle services not available after {timeout:.0f} s"

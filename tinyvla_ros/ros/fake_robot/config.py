@@ -49,6 +49,8 @@ class SetupDefaults:
     trajectory_topics: tuple[str, ...]
     gripper_topics: tuple[str, ...]
     lockstep_period: float  # the executor's control period in config/<setup>.yaml
+    pose_topics: tuple[str, ...] = ()  # Cartesian equilibrium-pose input per arm (none: not offered)
+    pose_frame: str = ""  # the frame those poses must be in (the arm's base)
 
 
 SETUP_DEFAULTS = {
@@ -58,6 +60,8 @@ SETUP_DEFAULTS = {
         trajectory_topics=("/fr3_arm_controller/joint_trajectory",),
         gripper_topics=("/fr3_gripper/opening_command",),
         lockstep_period=0.01,
+        pose_topics=("/cartesian_impedance_controller/equilibrium_pose",),
+        pose_frame="fr3_link0",
     ),
     "ur5_bimanual": SetupDefaults(
         arms=("left", "right"),
@@ -131,6 +135,9 @@ class FakeRobotConfig:
     gripper_command_topics: list[str] = _doc(
         "Float64MultiArray [opening] topic per arm", default_factory=list
     )
+    pose_command_topics: list[str] = _doc(
+        "PoseStamped equilibrium-pose topic per arm (Franka only; empty: the set-up's)", default_factory=list
+    )
     success_period: float = _doc("sim seconds between success checks", default=0.1)
     diagnostics_period: float = _doc("wall seconds between /diagnostics messages", default=1.0)
 
@@ -193,6 +200,14 @@ class FakeRobotConfig:
         for name in ("forward_command_topics", "trajectory_command_topics", "gripper_command_topics"):
             topics = getattr(self, name)
             _check(not topics or len(topics) == arms, name, topics, f"must be empty or name {arms} topic(s)")
+        poses = self.pose_command_topics
+        offered = len(SETUP_DEFAULTS[self.setup].pose_topics)
+        _check(
+            not poses or len(poses) == offered,
+            "pose_command_topics",
+            poses,
+            f"must be empty or name {offered} topic(s) ({self.setup} fake offers {offered} pose input(s))",
+        )
         self.pacing()  # validates real_time_factor and the lockstep values
 
     @property
@@ -200,7 +215,8 @@ class FakeRobotConfig:
         return SETUP_DEFAULTS[self.setup]
 
     def topics(self, kind: str) -> list[str]:
-        """Command topics per arm for ``kind`` forward | trajectory | gripper (defaults filled in)."""
+        """Command topics per arm for ``kind`` forward | trajectory | gripper | pose (defaults filled in;
+        pose: only the arms that offer one)."""
         given = getattr(self, f"{kind}_command_topics")
         default = getattr(self.defaults, f"{kind}_topics")
         return list(given) if given else list(default)

@@ -16,6 +16,10 @@ JointTrajectoryController (joint_trajectory_controller, ``~/joint_trajectory``)
     replacement smooth). Before the start time the reference holds; after the last point the
     controller holds the last point's position: a trajectory that ends stops the arm. An empty
     trajectory cancels the current one (hold where the reference is now).
+EquilibriumPoseController (a Cartesian impedance controller's ``equilibrium_pose``, PoseStamped)
+    A pose in the arm's base frame (another frame_id, NaN or a non-unit quaternion: rejected);
+    the arm is pulled to the last accepted pose forever (no timeout), through a joint target
+    found by IK inside the joint limits (a pose out of reach: the closest one, counted).
 GripperOpeningInput (``/<gripper>/opening_command``, std_msgs/Float64MultiArray [opening])
     Exactly one finite value, 1 = open, 0 = closed; values outside [0, 1] are clamped and counted.
 
@@ -33,7 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CONTROLLERS = ("forward", "trajectory")
+from tinyvla_ros.core.rotations import quaternion_to_matrix
+
+CONTROLLERS = ("forward", "trajectory", "pose")
 
 
 class CommandRejected(ValueError):
@@ -337,6 +343,57 @@ class GripperOpeningInput:
         return self.opening != value
 
 
+# --- Cartesian equilibrium pose ---------------------------------------------------------------
+
+
+class EquilibriumPoseController:
+    """The equilibrium pose of a Cartesian impedance controller (geometry_msgs/PoseStamped in the
+    arm's base frame), as franka_ros2 set-ups take it: the arm is pulled to the last accepted pose,
+    with no timeout. Here the pose becomes a joint target by inverse kinematics (damped least
+    squares inside the joint limits), solved by the sim thread: ``accept`` validates and queues
+    the pose, ``take`` hands it to the solver, ``solved`` installs the joint target.
+    """
+
+    UNREACHABLE_M = 0.005  # an IK residual above this counts as an unreachable pose
+
+    def __init__(self, frame_id: str, dof: int) -> None:
+        self.frame_id = frame_id
+        self.dof = dof
+        self._pending: tuple[np.ndarray, np.ndarray] | None = None
+        self._ref: Reference | None = None
+        self.residual_m = 0.0
+
+    def accept(self, frame_id: str, xyz: Sequence[float], quat_xyzw: Sequence[float]) -> None:
+        """Queue a pose; CommandRejected for another frame, non-finite values or a non-unit quaternion."""
+        if frame_id != self.frame_id:
+            raise CommandRejected(f"frame_id {frame_id!r}: equilibrium poses must be in {self.frame_id!r}")
+        xyz_a = np.asarray(xyz, dtype=np.float64)
+        quat = np.asarray(quat_xyzw, dtype=np.float64)
+        _finite("position", xyz_a)
+        _finite("orientation", quat)
+        norm = float(np.linalg.norm(quat))
+        if abs(norm - 1.0) > 1e-2:
+            raise CommandRejected(f"orientation quaternion has norm {norm:.4f}, not 1")
+        self._pending = (xyz_a, quaternion_to_matrix(quat / norm))
+
+    def take(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The newest queued pose (xyz (3,), rotation (3, 3)) not yet solved, or None."""
+        pending, self._pending = self._pending, None
+        return pending
+
+    def solved(self, q: np.ndarray, residual_m: float) -> bool:
+        """Install the IK solution (J,); returns whether the pose was out of reach."""
+        q = np.asarray(q, dtype=np.float64)
+        if q.shape != (self.dof,):
+            raise ValueError(f"IK solution must have shape ({self.dof},), got {q.shape}")
+        self._ref = Reference(q.copy(), np.zeros(self.dof))
+        self.residual_m = float(residual_m)
+        return self.residual_m > self.UNREACHABLE_M
+
+    def reference(self) -> Reference | None:
+        return None if self._ref is None else self._ref.copy()
+
+
 # --- one arm ------------------------------------------------------------------------------
 
 
@@ -348,11 +405,13 @@ class ArmController:
     Counters: ``counts["<controller>.accepted" | ".rejected"]``, ``limits`` (LimitCounter).
     """
 
-    def __init__(self, name: str, limits: JointLimits, initial: np.ndarray) -> None:
+    def __init__(self, name: str, limits: JointLimits, initial: np.ndarray, pose_frame: str = "") -> None:
         self.name = name
         self.limits = limits
+        self.pose_frame = pose_frame
         self.forward = ForwardPositionController(limits)
         self.trajectory = JointTrajectoryController(limits)
+        self.pose = EquilibriumPoseController(pose_frame, limits.dof)
         self.gripper = GripperOpeningInput()
         self.counts: Counter[str] = Counter()
         self.violations = LimitCounter()
@@ -364,6 +423,7 @@ class ArmController:
         """Forget every command and hold ``positions`` (J,) (after a task reset)."""
         self.forward = ForwardPositionController(self.limits)
         self.trajectory = JointTrajectoryController(self.limits)
+        self.pose = EquilibriumPoseController(self.pose_frame, self.limits.dof)
         self.gripper = GripperOpeningInput()
         self.active = "none"
         self._ref = Reference(
@@ -408,6 +468,23 @@ class ArmController:
         self.active = "trajectory"
         return self.violations.record(self.limits.names, mask)
 
+    def on_pose(self, frame_id: str, xyz: Sequence[float], quat_xyzw: Sequence[float]) -> bool:
+        """An equilibrium pose (solved to a joint target by the sim thread, inside the joint limits,
+        so it never holds a limit violation). Raises CommandRejected."""
+        try:
+            self.pose.accept(frame_id, xyz, quat_xyzw)
+        except CommandRejected as exc:
+            self._rejected("pose", exc)
+            raise
+        self.counts["pose.accepted"] += 1
+        self.active = "pose"
+        return False
+
+    def pose_solved(self, q: np.ndarray, residual_m: float) -> None:
+        """The sim thread's IK solution of the pose taken from ``self.pose``."""
+        if self.pose.solved(self.limits.clip(q), residual_m):
+            self.counts["pose.unreachable"] += 1
+
     def on_gripper(self, values: Sequence[float]) -> bool:
         """A gripper opening command; returns whether it was out of [0, 1]. Raises CommandRejected."""
         try:
@@ -427,6 +504,8 @@ class ArmController:
             ref = self.forward.reference()
         elif self.active == "trajectory":
             ref = self.trajectory.reference(now)
+        elif self.active == "pose":
+            ref = self.pose.reference()
         if ref is not None:
             self._ref = ref
         return self._ref.copy()

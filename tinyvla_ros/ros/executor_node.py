@@ -70,7 +70,7 @@ from tinyvla_ros.ros.outputs import (
 )
 from tinyvla_ros.ros.params import ExecutorNodeConfig, declare_dataclass
 from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 NODE_NAME = "tinyvla_executor"
 
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
-        executor.spin()
+        spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

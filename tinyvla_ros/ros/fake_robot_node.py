@@ -66,7 +66,7 @@ from tinyvla_ros.ros.fake_robot.controllers import ArmController, CommandRejecte
 from tinyvla_ros.ros.fake_robot.pacing import NS, LockstepGate, Pacer
 from tinyvla_ros.ros.params import declare_dataclass
 from tinyvla_ros.ros.qos import latched_qos, reliable_qos
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 NODE_NAME = "tinyvla_fake_robot"
 DYNAMIC_PARAMETERS = ("cameras_paused", "task", "seed")
@@ -636,14 +636,6 @@ class FakeRobotNode(Node):
         self.io.destroy_node()
 
 
-def _spin_quietly(executor) -> None:
-    """Spin ``executor`` until the context shuts down."""
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the fake robot (``python -m tinyvla_ros.ros.fake_robot_node --ros-args ...``)."""
     rclpy.init(args=sys.argv if argv is None else argv)
@@ -654,11 +646,11 @@ def main(argv: list[str] | None = None) -> int:
         io_executor = SingleThreadedExecutor()
         io_executor.add_node(node.io)
         threading.Thread(
-            target=_spin_quietly, args=(io_executor,), name="tinyvla-fake-robot-io", daemon=True
+            target=spin_until_shutdown, args=(io_executor,), name="tinyvla-fake-robot-io", daemon=True
         ).start()
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
-        executor.spin()
+        spin_until_shutdown(executor)
     except ValueError as exc:  # a bad parameter: say which and exit non-zero
         print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
         code = 2

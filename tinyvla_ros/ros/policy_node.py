@@ -59,7 +59,7 @@ from tinyvla_ros.ros.conversions import (
 from tinyvla_ros.ros.diagnostics import DiagnosticsPublisher, DiagnosticState, summarize
 from tinyvla_ros.ros.params import CameraSpec, PolicyNodeConfig, declare_policy_config
 from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 NODE_NAME = "tinyvla_policy"
 _RETRY_S = 0.01  # worker back-off after a rejected observation
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
-        executor.spin()
+        spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

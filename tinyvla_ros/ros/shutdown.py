@@ -18,3 +18,23 @@ def ignore_further_interrupts() -> None:
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def spin_until_shutdown(executor) -> None:
+    """``executor.spin()`` until its context shuts down (SIGINT/SIGTERM through rclpy's handlers).
+
+    A signal that shuts the context down while the executor is building its wait set surfaces as
+    RCLError ("the given context is not valid") instead of ExternalShutdownException: that is a
+    normal shutdown too, not a failure (it made a node exit 1 at teardown under load). An RCLError
+    while the context is still valid is re-raised.
+    """
+    from rclpy._rclpy_pybind11 import RCLError
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RCLError:
+        if executor.context.ok():
+            raise

@@ -30,7 +30,7 @@ from sensor_msgs.msg import Image, JointState
 from tinyvla_ros.core.images import SUPPORTED_ENCODINGS
 from tinyvla_ros.ros.conversions import joint_state, rgb_to_image, sec_to_stamp
 from tinyvla_ros.ros.qos import QosConfig, sensor_qos
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 
 @dataclass
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         sensors = SyntheticSensors(node, cfg)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        spin_until_shutdown(executor)
         sensors.destroy()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

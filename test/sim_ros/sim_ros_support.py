@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 class NodeProcess:
@@ -111,6 +113,24 @@ class Graph:
 
     def stop(self) -> dict[str, int]:
         return self.runner.stop()
+
+
+@contextmanager
+def running_graph(
+    robot: str, checkpoint: Path, log_dir: Path, extra: dict[str, dict], monitor_name: str, output: str = ""
+) -> Iterator[tuple[Graph, Any]]:
+    """(graph, GraphMonitor) of a started graph; stopped on exit, every node must exit 0."""
+    from tinyvla_ros.ros.fake_robot.monitor import GraphMonitor
+
+    graph = Graph(robot, checkpoint, log_dir, extra, output=output)
+    monitor = GraphMonitor(name=monitor_name)
+    try:
+        graph.start(timeout=240.0)
+        yield graph, monitor
+    finally:
+        monitor.close()
+        codes = graph.stop()
+    assert all(c == 0 for c in codes.values()), f"{codes}\n{graph.logs()}"
 
 
 def poll(predicate: Callable[[], bool], timeout: float, what: str, graph: Graph) -> None:

@@ -12,9 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from sim_ros_support import Graph, poll, rate_between
-
-from tinyvla_ros.ros.fake_robot.monitor import GraphMonitor
+from sim_ros_support import poll, rate_between, running_graph
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
 
@@ -64,15 +62,10 @@ def franka_graph(module_tmp):
         POLICY: {"warmup_runs": 1, "num_threads": 1},
         EXECUTOR: {"diagnostics_period": 0.5},
     }
-    graph = Graph("franka", checkpoint, module_tmp / "logs_franka", extra)
-    monitor = GraphMonitor(name="closed_loop_franka_test")
-    try:
-        graph.start(timeout=240.0)
-        yield graph, monitor
-    finally:
-        monitor.close()
-        codes = graph.stop()
-    assert all(c == 0 for c in codes.values()), f"{codes}\n{graph.logs()}"
+    with running_graph(
+        "franka", checkpoint, module_tmp / "logs_franka", extra, "closed_loop_franka_test"
+    ) as running:
+        yield running
 
 
 def test_franka_commands_flow_at_the_control_rate_the_arm_moves_within_limits(franka_graph):

@@ -15,11 +15,10 @@ import math
 
 import numpy as np
 import pytest
-from sim_ros_support import Graph, poll, rate_between
+from sim_ros_support import poll, rate_between, running_graph
 
 from tinyvla_ros.core.robots import load_robot_spec
 from tinyvla_ros.core.rotations import matrix_to_rot6d
-from tinyvla_ros.ros.fake_robot.monitor import GraphMonitor
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
 
@@ -57,15 +56,10 @@ def ee_graph(module_tmp):
         POLICY: {"warmup_runs": 1, "num_threads": 1},
         EXECUTOR: {"diagnostics_period": 0.5},
     }
-    graph = Graph("franka", checkpoint, module_tmp / "logs_ee", extra, output="ee_pose")
-    monitor = GraphMonitor(name="closed_loop_franka_ee_test")
-    try:
-        graph.start(timeout=240.0)
-        yield graph, monitor
-    finally:
-        monitor.close()
-        codes = graph.stop()
-    assert all(c == 0 for c in codes.values()), f"{codes}\n{graph.logs()}"
+    with running_graph(
+        "franka", checkpoint, module_tmp / "logs_ee", extra, "closed_loop_franka_ee_test", output="ee_pose"
+    ) as running:
+        yield running
 
 
 def test_ee_poses_move_the_tcp_into_the_action_box_clamped_to_the_workspace(ee_graph):

@@ -11,9 +11,7 @@ import math
 
 import numpy as np
 import pytest
-from sim_ros_support import Graph, poll, rate_between, tiny_checkpoint
-
-from tinyvla_ros.ros.fake_robot.monitor import GraphMonitor
+from sim_ros_support import poll, rate_between, running_graph, tiny_checkpoint
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
 
@@ -56,15 +54,10 @@ def ur5_graph(module_tmp):
         POLICY: {"warmup_runs": 1, "num_threads": 1},
         EXECUTOR: {"diagnostics_period": 0.5},
     }
-    graph = Graph("ur5_bimanual", checkpoint, module_tmp / "logs_ur5", extra)
-    monitor = GraphMonitor(name="closed_loop_ur5_test")
-    try:
-        graph.start(timeout=240.0)
-        yield graph, monitor
-    finally:
-        monitor.close()
-        codes = graph.stop()
-    assert all(c == 0 for c in codes.values()), f"{codes}\n{graph.logs()}"
+    with running_graph(
+        "ur5_bimanual", checkpoint, module_tmp / "logs_ur5", extra, "closed_loop_ur5_test"
+    ) as running:
+        yield running
 
 
 def test_ur5_trajectories_flow_at_the_control_rate_both_arms_move_within_limits(ur5_graph):

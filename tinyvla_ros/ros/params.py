@@ -119,7 +119,7 @@ class PolicyNodeConfig:
         "inference engine (tinyvla_ros.vla.engines.ENGINES): torch, onnx, ...", default="torch"
     )
     device: str = _doc("torch device: cpu, cuda, cuda:0 ...", default="cpu")
-    precision: str = _doc("fp32 | bf16 | fp16", default="fp32")
+    precision: str = _doc("fp32 | bf16 | fp16 | int8 (int8: engine onnx on cpu)", default="fp32")
     num_threads: int = _doc("torch intra-op threads, 0 = library default", default=0)
     warmup_runs: int = _doc("inference runs on blank inputs during configure", default=2)
     instruction: str = _doc("language instruction (the latched topic overrides it)", default="")
@@ -151,7 +151,7 @@ class PolicyNodeConfig:
             self.inpaint = InpaintSpec(**self.inpaint)
         # the engine name is checked by tinyvla_ros.vla.engines at configure (the list grows there)
         _check(bool(self.engine), "engine", self.engine, "must name an inference engine (e.g. torch, onnx)")
-        _one_of("precision", self.precision, ("fp32", "bf16", "fp16"))
+        _one_of("precision", self.precision, ("fp32", "bf16", "fp16", "int8"))
         _check(self.num_threads >= 0, "num_threads", self.num_threads, "must be >= 0")
         _check(self.warmup_runs >= 0, "warmup_runs", self.warmup_runs, "must be >= 0")
         _unique_nonempty("camera_names", self.camera_names)

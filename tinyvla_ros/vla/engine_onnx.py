@@ -47,7 +47,7 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 LOOPS = ("auto", "numpy", "fused", "graph")
-ONNX_PRECISIONS = ("fp32", "fp16")
+ONNX_PRECISIONS = ("fp32", "fp16", "int8")
 _LOOP_GRAPH = {"numpy": "denoiser", "fused": "denoise_step", "graph": "sampler"}
 _INPAINT_GRAPH = {"fused": "denoise_step_inpaint", "graph": "sampler_inpaint"}  # numpy: no extra graph
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -105,6 +105,24 @@ def provider_chain(provider: str, device: str = "cpu", precision: str = "fp32", 
                 f"{'/TensorRT' if provider == 'tensorrt' else ''} libraries, or use provider='cpu'"
             )
     return chain
+
+
+def cpu_has_vnni(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this x86 CPU has VNNI (int8 dot products without 16-bit saturation); True elsewhere
+    (ARM's int8 kernels do not saturate), and True when the flags cannot be read."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return True
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def make_session(path: str | Path, providers: list, num_threads: int = 0) -> Any:
@@ -351,8 +369,10 @@ class OnnxEngineConfig:
     """How to run a checkpoint with ONNX Runtime.
 
     provider: "cpu" | "cuda" | "tensorrt"; device: "cpu" | "cuda" | "cuda:<i>" (cpu provider needs
-    "cpu", the others a CUDA device); precision: "fp32" | "fp16" (fp16: CUDA runs the fp16 graphs,
-    TensorRT builds fp16 engines from the fp32 graphs; bf16 is not offered by ORT's providers);
+    "cpu", the others a CUDA device); precision: "fp32" | "fp16" | "int8" (fp16: CUDA runs the fp16
+    graphs, TensorRT builds fp16 engines from the fp32 graphs; int8: CPU provider, the encoder with
+    dynamically quantised int8 MatMul weights, the DDIM loop in fp32: chunks differ from
+    torch's, see the README; bf16 is not offered by ORT's providers);
     num_threads: ORT intra-op threads, 0 = ORT's default (one per physical core);
     loop: "auto" (numpy on CPU, fused on GPUs) | "numpy" | "fused" | "graph";
     num_inference_steps: DDIM steps (None = the checkpoint's); auto_export: export missing or stale
@@ -384,6 +404,11 @@ class OnnxEngineConfig:
             )
         if self.precision == "fp16" and self.provider == "cpu":
             raise ValueError("precision 'fp16' needs provider 'cuda' or 'tensorrt', got provider 'cpu'")
+        if self.precision == "int8" and self.provider != "cpu":
+            raise ValueError(
+                f"precision 'int8' runs on provider 'cpu' only (ONNX Runtime's dynamic int8 MatMul kernels "
+                f"are CPU kernels), got provider {self.provider!r}: use fp16 on a GPU"
+            )
         if (
             isinstance(self.num_threads, bool)
             or not isinstance(self.num_threads, int)
@@ -405,7 +430,10 @@ class OnnxEngineConfig:
 
     @property
     def graph_precision(self) -> str:
-        """Precision of the graph files: TensorRT converts fp32 graphs itself."""
+        """Precision of the graph files: TensorRT converts fp32 graphs itself; int8 names the int8
+        encoder and the fp32 loop graphs (export.file_precision)."""
+        if self.precision == "int8":
+            return "int8"
         return "fp16" if self.precision == "fp16" and self.provider == "cuda" else "fp32"
 
 
@@ -439,6 +467,11 @@ class OnnxEngine:
         providers = provider_chain(
             self.cfg.provider, self.cfg.device, self.cfg.precision, str(self.directory / "tensorrt_cache")
         )
+        if self.cfg.precision == "int8" and not cpu_has_vnni():
+            self._log(
+                "WARNING: precision int8 on a CPU without VNNI (AVX512-VNNI / AVX-VNNI): ONNX Runtime's "
+                "u8 x s8 kernels may saturate here; use precision fp32 unless the chunks were checked"
+            )
         files = self._graph_files()
         self.graphs = OnnxGraphs(
             files, self.plan, providers, self.cfg.resolved_loop, self.cfg.device, self.cfg.num_threads
@@ -690,11 +723,14 @@ def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan
     batch of 1. Figures: "condition" (encoder), "eps" (denoiser), "chunk_<loop>" (whole DDIM loop,
     for every loop whose graph is among ``names``), "chunk_<loop>_inpaint" (fused/graph loops
     with a committed prefix, when their inpainting graphs are among ``names``). fp16
-    graphs need the CUDA provider: without it they are reported unchecked.
+    graphs need the CUDA provider: without it they are reported unchecked. An int8 encoder is
+    checked by the relative L2 error of its condition ("condition_rel", bound
+    export.INT8_CONDITION_TOLERANCE); the loop graphs then run on torch's condition (fp32 check as
+    usual) and "chunk_int8" reports, unbounded, how far its condition moves the chunk.
     """
     import torch
 
-    from tinyvla_ros.vla.export import example_inputs
+    from tinyvla_ros.vla.export import INT8_CONDITION_TOLERANCE, example_inputs
 
     fp16 = any(".fp16." in n for n in names)
     if fp16 and "CUDAExecutionProvider" not in available_providers():
@@ -707,6 +743,8 @@ def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan
     providers = provider_chain("cuda" if fp16 else "cpu", "cuda" if fp16 else "cpu")
     device = "cuda" if fp16 else "cpu"
     tol = max(tolerance, 2e-2) if fp16 else tolerance
+    int8 = any(".int8." in n for n in names)
+    condition_rel = 0.0
     files = {_graph_of(n): directory / n for n in names}
     encoder = (
         OnnxGraphs({"encoder": files["encoder"]}, plan, providers, "numpy", device)
@@ -739,8 +777,16 @@ def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan
             )
         condition = cond_t.numpy()
         if encoder is not None:
-            condition = encoder.encode(feeds)
-            _update(diffs, "condition", condition, cond_t.float().numpy())
+            encoded = encoder.encode(feeds)
+            reference = cond_t.float().numpy()
+            _update(diffs, "condition", encoded, reference)
+            if int8:
+                rel = float(np.linalg.norm(encoded - reference) / max(np.linalg.norm(reference), 1e-12))
+                condition_rel = max(condition_rel, rel)
+                for run in list(loops.values())[:1]:
+                    _update(diffs, "chunk_int8", run.sample(encoded, ex["noisy"].numpy()), chunk_t)
+            else:
+                condition = encoded
         for loop, run in loops.items():
             _update(diffs, f"chunk_{loop}", run.sample(condition, ex["noisy"].numpy()), chunk_t)
         for loop, run in inpainters.items():
@@ -754,8 +800,16 @@ def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan
                 "condition": cond_t.numpy(),
             }
             _update(diffs, "eps", denoiser.run(None, feeds)[0], eps_t.numpy())
-    ok = all(v <= tol for v in diffs.values())
-    return {"ok": ok, "checked": True, "tolerance": tol, "provider": providers[0][0], "max_abs_diff": diffs}
+    unbounded = ("condition", "chunk_int8") if int8 else ()
+    ok = all(v <= tol for k, v in diffs.items() if k not in unbounded)
+    report = {"ok": ok, "checked": True, "tolerance": tol, "provider": providers[0][0], "max_abs_diff": diffs}
+    if int8:
+        report.update(
+            ok=ok and condition_rel <= INT8_CONDITION_TOLERANCE,
+            condition_rel=condition_rel,
+            condition_rel_tolerance=INT8_CONDITION_TOLERANCE,
+        )
+    return report
 
 
 def _parity_inpaint(ex: dict, steps: int) -> InpaintInputs:

@@ -28,7 +28,7 @@ import numpy as np
 # torch.compile of the encoder and denoiser (engine_torch_compile.py).
 ENGINES = ("torch", "torch_compile", "onnx", "onnxruntime", "onnx_tensorrt")
 ONNX_ENGINES = ("onnx", "onnxruntime", "onnx_tensorrt")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # int8: ONNX Runtime on CPU only
 
 
 @runtime_checkable
@@ -59,8 +59,8 @@ class Engine(Protocol):
 class EngineConfig:
     """How to run a checkpoint.
 
-    engine: "torch"; device: "cpu" | "cuda" | "cuda:<i>"; precision: "fp32" | "bf16" | "fp16"
-    (fp16 needs CUDA); num_threads: torch intra-op threads, 0 leaves the library default.
+    engine: "torch"; device: "cpu" | "cuda" | "cuda:<i>"; precision: "fp32" | "bf16" | "fp16" |
+    "int8" (fp16 needs CUDA; int8 the onnx engine on CPU; bf16 is not an ONNX precision); num_threads: torch intra-op threads, 0 leaves the library default.
     """
 
     engine: str = "torch"
@@ -77,6 +77,11 @@ class EngineConfig:
             raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {self.device!r}")
         if self.precision == "fp16" and self.device == "cpu":
             raise ValueError("precision 'fp16' needs a CUDA device, got device 'cpu' (use fp32 or bf16)")
+        if self.precision == "int8" and (self.engine not in ("onnx", "onnxruntime") or self.device != "cpu"):
+            raise ValueError(
+                f"precision 'int8' is offered by engine 'onnx' on device 'cpu' (int8 encoder MatMuls), got "
+                f"engine {self.engine!r} on device {self.device!r}"
+            )
         if self.num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads!r}")
 

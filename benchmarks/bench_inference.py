@@ -4,7 +4,9 @@ CPU part (always), on random-init checkpoints of the small presets (Franka layou
 2 cameras of 640x360, state 7, action 10, chunk 16):
 - ``predict_chunk`` latency p50/p99 per preset x engine x DDIM steps (1, 5, 10); engines: torch
   eager, ONNX Runtime with the NumPy DDIM loop (onnx-numpy) and with the fused in-graph update
-  (onnx-fused); with ``--graph`` also the whole unrolled loop (onnx-graph); with ``--compile``
+  (onnx-fused), and onnx-int8 (the fused loop behind an int8-quantised encoder: precision int8,
+  not fp32, so it is reported beside the fp32 speed-up with its chunk shift, never as the fastest
+  ORT engine); with ``--graph`` also the whole unrolled loop (onnx-graph); with ``--compile``
   torch.compile (inductor: minutes of compilation per preset on a small CPU).
   Engines are timed round-robin, call after call, so that load from other processes on a shared
   machine hits them alike;
@@ -71,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--presets", nargs="+", default=list(SMALL_PRESETS))
     p.add_argument("--graph", action="store_true", help="also time the whole-loop graph (sampler_<n>.onnx)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
+    p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 encoder engine")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU part even when CUDA is available")
     p.add_argument(
         "--out", default=str(HERE / "results" / "inference.json"), help="(autoregressive.json goes beside it)"
@@ -130,6 +133,11 @@ def cpu_engines(checkpoint: Path, steps: int, args: argparse.Namespace) -> dict[
     for loop in loops:
         cfg = OnnxEngineConfig(loop=loop, num_inference_steps=steps, num_threads=args.threads)
         engines[f"onnx-{loop}"] = OnnxEngine(checkpoint, cfg)
+    if args.int8:
+        cfg = OnnxEngineConfig(
+            loop="fused", precision="int8", num_inference_steps=steps, num_threads=args.threads
+        )
+        engines["onnx-int8"] = OnnxEngine(checkpoint, cfg)
     if args.compile:
         from tinyvla_ros.vla.engine_torch_compile import TorchCompileEngine
 
@@ -185,10 +193,35 @@ def cpu_latency(args: argparse.Namespace, workdir: Path, notes: list[str]) -> tu
             f"{preset}: export of encoder/denoiser/denoise_step + parity check {time.perf_counter() - start:.1f} s; "
             f"max abs diff vs torch: condition {diffs['condition']:.1e}, chunk {diffs['chunk_numpy']:.1e}"
         )
+        if args.int8:
+            manifest = export_checkpoint(ckpt, ExportConfig(precision="int8", graphs=("encoder",)))
+            parity = manifest["parity"]["encoder.int8.onnx"]
+            notes.append(
+                f"{preset}: int8 encoder ({manifest['graphs']['encoder.int8.onnx']['int8_matmuls']} MatMuls "
+                f"quantised): condition relative error {parity['condition_rel']:.2%} on the export check"
+            )
         for steps in STEPS:
             for label, engine in cpu_engines(ckpt, steps, args).items():
                 engines[(preset, label, steps)] = engine
     return time_round_robin(engines, args.warmup, args.repeats), engines
+
+
+def int8_shift(engines: dict, args: argparse.Namespace, samples: int = 8) -> dict[str, tuple[float, float]]:
+    """preset -> (median, max) over seeded observations of the max abs difference between the
+    onnx-int8 and the torch fp32 chunk (10 DDIM steps, same seed), in normalised action units
+    (the action range is [-1, 1]); random-init weights, so an upper figure for a trained policy."""
+    out = {}
+    for preset in args.presets:
+        fp32, int8 = engines[(preset, "torch", 10)], engines[(preset, "onnx-int8", 10)]
+        normalise = int8.normalizer.normalize_action
+        shifts = []
+        for seed in range(samples):
+            images, state = observation(seed)
+            a = fp32.predict_chunk(images, INSTRUCTION, state, seed=seed)
+            b = int8.predict_chunk(images, INSTRUCTION, state, seed=seed)
+            shifts.append(float(np.max(np.abs(normalise(b) - normalise(a)))))
+        out[preset] = (float(np.median(shifts)), max(shifts))
+    return out
 
 
 def latency_table(results: dict, args: argparse.Namespace) -> dict:
@@ -203,46 +236,129 @@ def latency_table(results: dict, args: argparse.Namespace) -> dict:
     }
 
 
+def stage_calls(engine: Any) -> dict[str, Any]:
+    """stage -> zero-argument call for one chunk of ``engine`` split in preprocessing (images to
+    pixel values, prompt, state), encoder (-> condition) and the DDIM loop (-> normalised actions)."""
+    import torch
+
+    images, state = observation()
+    if hasattr(engine, "graphs"):  # OnnxEngine
+        ids, mask = engine._text_inputs([INSTRUCTION])
+        feeds = {"pixel_values": engine._pixel_values([images]).copy(), "input_ids": ids}
+        feeds.update(attention_mask=mask, state_norm=engine._states(state[None], 1))
+        c = engine.config
+        condition = engine.graphs.encode_value(
+            feeds, engine.graphs.buffers(1, c.chunk_len, c.action_dim).condition
+        )
+        noise = engine._noise(1, 0, None)
+        return {
+            "preprocess": lambda: (engine._pixel_values([images]), engine._text_inputs([INSTRUCTION])),
+            "encoder": lambda: engine.graphs.encode_value(feeds, condition),
+            "DDIM loop": lambda: engine.graphs.sample(condition, noise, None),
+        }
+    policy = engine.policy
+    pixels = policy.preprocess_images(images)[None]
+    ids, mask = policy.tokenize(INSTRUCTION)
+    state_norm = policy.normalizer.normalize_state(torch.from_numpy(state)[None])
+    with torch.inference_mode():
+        condition = policy.encode_observation(pixels, ids, mask, state_norm)
+    noise = policy._noise(1, 0, None)
+
+    def encode() -> Any:
+        with torch.inference_mode():
+            return policy.encode_observation(pixels, ids, mask, state_norm)
+
+    def loop() -> Any:
+        with torch.inference_mode():
+            return policy.sample(condition, noise)
+
+    return {
+        "preprocess": lambda: (policy.preprocess_images(images), policy.tokenize(INSTRUCTION)),
+        "encoder": encode,
+        "DDIM loop": loop,
+    }
+
+
+def stage_table(engines: dict, args: argparse.Namespace) -> dict:
+    """p50 ms of each stage of a 10-step chunk per preset x engine (stages timed round-robin)."""
+    labels = ["torch", "onnx-fused"] + (["onnx-int8"] if args.int8 else [])
+    rows = []
+    for preset in args.presets:
+        calls = {
+            (label, stage): fn
+            for label in labels
+            for stage, fn in stage_calls(engines[(preset, label, 10)]).items()
+        }
+        keys = list(calls)
+        for fn in calls.values():
+            fn()
+        times: dict[Any, list[float]] = {k: [] for k in keys}
+        for rep in range(args.repeats):
+            for key in keys[rep % len(keys) :] + keys[: rep % len(keys)]:
+                start = time.perf_counter()
+                calls[key]()
+                times[key].append(time.perf_counter() - start)
+        p50 = {k: float(np.median(v) * 1e3) for k, v in times.items()}
+        torch_stage = {stage: p50[("torch", stage)] for _, stage in keys}
+        for label in labels:
+            stages = [p50[(label, stage)] for stage in ("preprocess", "encoder", "DDIM loop")]
+            ratios = [
+                torch_stage[stage] / p50[(label, stage)] for stage in ("preprocess", "encoder", "DDIM loop")
+            ]
+            rows.append(
+                [preset, label, *(r(x, 2) for x in stages), r(sum(stages), 1), *(r(x) for x in ratios)]
+            )
+    return {
+        "caption": "Where a chunk's time goes (p50 ms per stage, 10 DDIM steps, 1 observation) and torch / engine per stage",
+        "columns": [
+            "preset",
+            "engine",
+            "preprocess ms",
+            "encoder ms",
+            "DDIM loop ms",
+            "sum ms",
+            "torch/engine preprocess",
+            "torch/engine encoder",
+            "torch/engine loop",
+        ],
+        "rows": rows,
+    }
+
+
 def best_onnx(results: dict, preset: str, steps: int) -> tuple[str, float]:
     """(label, p50 ms) of the fastest ONNX Runtime engine."""
     cands = [
         (p50_p99(v)[0], k)
         for (p, k, s), v in results.items()
-        if p == preset and s == steps and k.startswith("onnx")
+        if p == preset and s == steps and k.startswith("onnx") and k != "onnx-int8"
     ]
     p50, label = min(cands)
     return label, p50
 
 
-def speedup_table(results: dict, args: argparse.Namespace) -> dict:
+def speedup_table(results: dict, args: argparse.Namespace, shift: dict | None = None) -> dict:
+    """fp32 ORT against fp32 torch; with onnx-int8 timed, its p50, ratio and chunk shift beside."""
     rows = []
+    int8 = bool(shift)
     for preset in args.presets:
         for steps in STEPS:
             torch_p50 = p50_p99(results[(preset, "torch", steps)])[0]
             label, ort_p50 = best_onnx(results, preset, steps)
             numpy_p50 = p50_p99(results[(preset, "onnx-numpy", steps)])[0]
-            rows.append(
-                [
-                    preset,
-                    steps,
-                    r(torch_p50, 1),
-                    label,
-                    r(ort_p50, 1),
-                    r(torch_p50 / ort_p50),
-                    r(torch_p50 / numpy_p50),
-                ]
-            )
+            row = [preset, steps, r(torch_p50, 1), label, r(ort_p50, 1), r(torch_p50 / ort_p50)]
+            row.append(r(torch_p50 / numpy_p50))
+            if int8:
+                int8_p50 = p50_p99(results[(preset, "onnx-int8", steps)])[0]
+                median, worst = shift[preset]
+                row += [r(int8_p50, 1), r(torch_p50 / int8_p50), f"{r(median, 3)} / {r(worst, 3)}"]
+            rows.append(row)
+    columns = ["preset", "DDIM steps", "torch p50 ms", "fastest fp32 ORT engine", "its p50 ms", "speed-up"]
+    columns.append("onnx-numpy speed-up")
+    if int8:
+        columns += ["onnx-int8 p50 ms", "int8 speed-up", "int8 chunk shift median / max"]
     return {
         "caption": "ONNX Runtime speed-up over torch eager on CPU (p50 ratio; target >= 2x)",
-        "columns": [
-            "preset",
-            "DDIM steps",
-            "torch p50 ms",
-            "fastest ORT engine",
-            "its p50 ms",
-            "speed-up",
-            "onnx-numpy speed-up",
-        ],
+        "columns": columns,
         "rows": rows,
     }
 
@@ -257,6 +373,14 @@ def efficiency_table(results: dict, args: argparse.Namespace, workdir: Path) -> 
     peak = matmul_peak(
         "cpu",
         torch.float32,
+        size=1024,
+        min_seconds=0.1 if args.quick else 0.3,
+        repeats=3 if args.quick else 5,
+    )
+    # what the CPU offers beyond fp32 (AMX/AVX512-BF16 on recent Xeons): the ceiling of a bf16 model
+    bf16_peak = matmul_peak(
+        "cpu",
+        torch.bfloat16,
         size=1024,
         min_seconds=0.1 if args.quick else 0.3,
         repeats=3 if args.quick else 5,
@@ -299,7 +423,7 @@ def efficiency_table(results: dict, args: argparse.Namespace, workdir: Path) -> 
         ],
         "rows": rows,
     }
-    return table, {"peak": peak}
+    return table, {"peak": peak, "bf16_peak": bf16_peak}
 
 
 def executor_cost(mode: str, rate: float, chunk: np.ndarray, seconds: float = 10.0) -> tuple[int, float]:
@@ -610,7 +734,12 @@ def main(argv: list[str] | None = None) -> int:
         results, engines = cpu_latency(args, workdir, notes)
         for (preset, label, steps), secs in results.items():
             print(f"{preset:6s} {label:14s} steps {steps:2d}: p50 {p50_p99(secs)[0]:7.1f} ms", flush=True)
-        tables += [latency_table(results, args), speedup_table(results, args)]
+        shift = int8_shift(engines, args, 4 if args.quick else 8) if args.int8 else None
+        tables += [
+            latency_table(results, args),
+            speedup_table(results, args, shift),
+            stage_table(engines, args),
+        ]
         eff, extra = efficiency_table(results, args, workdir)
         tables += [eff, control_table(results, args)]
         ar = cpu_autoregressive(args, results, engines)
@@ -623,10 +752,19 @@ def main(argv: list[str] | None = None) -> int:
     notes += [
         f"CPU: {args.threads} threads for torch and ONNX Runtime; {args.repeats} timed calls per configuration "
         f"after {args.warmup} warm-up calls; engines timed round-robin (shared machine: figures of one run compare)",
-        f"matmul peak: best of fp32 1024x1024 matmuls, {extra['peak'] / 1e9:.1f} GFLOP/s",
+        f"matmul peak: best of fp32 1024x1024 matmuls, {extra['peak'] / 1e9:.1f} GFLOP/s; the same in bf16: "
+        f"{extra['bf16_peak'] / 1e9:.1f} GFLOP/s (a bf16 model's ceiling on this CPU; ONNX Runtime's CPU provider "
+        "has no bf16 MatMul kernels, and torch's bf16 autocast runs these small presets slower than fp32)",
         "DDIM with 1 step runs diffusers' 'leading' timestep 0 (as DDIMScheduler does); 10 is the model's setting",
         "onnx-numpy: denoiser.onnx + NumPy DDIM update; onnx-fused: denoise_step.onnx (update inside the graph, "
         "IOBinding, no host copies in the loop)",
+        "onnx-int8: the fused loop behind encoder.int8.onnx (weight MatMuls int8 per output channel, activations "
+        "quantised per call, the DDIM loop fp32); int8 chunk shift = max abs difference from the torch fp32 chunk "
+        "(same seed, 10 steps) in normalised action units ([-1, 1] range), over seeded observations of "
+        "random-init weights",
+        "stages: preprocess = the cameras' pad + bicubic resize to the model's side and scaling (PIL/NumPy, the "
+        "same function for every engine) + the cached prompt; encoder = vision tower, projector, LLM, pooling, "
+        "state; DDIM loop = the denoiser calls and updates (torch: diffusers' DDIMScheduler.step)",
         f"total benchmark time {time.perf_counter() - started:.0f} s; 1-min load average {load:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end ({os.cpu_count()} logical cores)",
     ]

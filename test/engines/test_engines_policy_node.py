@@ -55,12 +55,21 @@ def rig():
     rig.close()
 
 
-def test_onnx_engine_publishes_chunks_through_policy_node(rig, franka_copy):
-    node = _node(rig, checkpoint=str(franka_copy), engine="onnxruntime", instruction="pick up the red cube")
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_onnx_engine_publishes_chunks_through_policy_node(rig, franka_copy, precision):
+    node = _node(
+        rig,
+        checkpoint=str(franka_copy),
+        engine="onnxruntime",
+        precision=precision,
+        instruction="pick up the red cube",
+    )
     rec = rig.record(JointTrajectory, "/tinyvla_policy/chunk")
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.report()[1]
         assert type(node._engine).__name__ == "OnnxEngine"
+        assert node._engine.cfg.precision == precision
+        assert (franka_copy / "encoder.int8.onnx").is_file() == (precision == "int8")
         rig.executor.add_node(node)
         rig.start_sensors(
             SyntheticSensorsConfig(
@@ -82,6 +91,16 @@ def test_onnx_engine_publishes_chunks_through_policy_node(rig, franka_copy):
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     finally:
         rig.executor.remove_node(node)
+        node.destroy_node()
+
+
+def test_int8_with_the_torch_engine_fails_configure_naming_it(rig, franka_copy):
+    node = _node(rig, checkpoint=str(franka_copy), engine="torch", precision="int8")
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        level, message, _ = node.report()
+        assert level == "error" and "precision 'int8'" in message and "engine 'torch'" in message
+    finally:
         node.destroy_node()
 
 

@@ -3,7 +3,7 @@
 CPU part (always), on random-init checkpoints of the small presets (Franka layout of the paper:
 2 cameras of 640x360, state 7, action 10, chunk 16):
 - ``predict_chunk`` latency p50/p99 per preset x engine x DDIM steps (1, 5, 10); engines: torch
-  eager, ONNX Runtime with the NumPy DDIM loop (onnx-numpy) and with the fused in-graph update
+  eager (fp32, and torch-bf16: bf16 autocast), ONNX Runtime with the NumPy DDIM loop (onnx-numpy) and with the fused in-graph update
   (onnx-fused), and onnx-int8 (the fused loop behind an int8-quantised encoder: precision int8,
   not fp32, so it is reported beside the fp32 speed-up with its chunk shift, never as the fastest
   ORT engine); with ``--graph`` also the whole unrolled loop (onnx-graph); with ``--compile``
@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--graph", action="store_true", help="also time the whole-loop graph (sampler_<n>.onnx)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     p.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 encoder engine")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip torch with bf16 autocast")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU part even when CUDA is available")
     p.add_argument(
         "--out", default=str(HERE / "results" / "inference.json"), help="(autoregressive.json goes beside it)"
@@ -129,6 +130,9 @@ def cpu_engines(checkpoint: Path, steps: int, args: argparse.Namespace) -> dict[
     engines: dict[str, Any] = {
         "torch": TorchEngine(policy_with_steps(checkpoint, steps), EngineConfig(num_threads=args.threads))
     }
+    if args.bf16:
+        cfg = EngineConfig(precision="bf16", num_threads=args.threads)
+        engines["torch-bf16"] = TorchEngine(policy_with_steps(checkpoint, steps), cfg)
     loops = ["numpy", "fused"] + (["graph"] if args.graph else [])
     for loop in loops:
         cfg = OnnxEngineConfig(loop=loop, num_inference_steps=steps, num_threads=args.threads)
@@ -754,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         f"after {args.warmup} warm-up calls; engines timed round-robin (shared machine: figures of one run compare)",
         f"matmul peak: best of fp32 1024x1024 matmuls, {extra['peak'] / 1e9:.1f} GFLOP/s; the same in bf16: "
         f"{extra['bf16_peak'] / 1e9:.1f} GFLOP/s (a bf16 model's ceiling on this CPU; ONNX Runtime's CPU provider "
-        "has no bf16 MatMul kernels, and torch's bf16 autocast runs these small presets slower than fp32)",
+        "has no bf16 MatMul kernels; torch-bf16 in the latency table is torch eager under bf16 autocast)",
         "DDIM with 1 step runs diffusers' 'leading' timestep 0 (as DDIMScheduler does); 10 is the model's setting",
         "onnx-numpy: denoiser.onnx + NumPy DDIM update; onnx-fused: denoise_step.onnx (update inside the graph, "
         "IOBinding, no host copies in the loop)",

@@ -29,7 +29,7 @@ ROBOT ?= franka
 help:
 	@echo "make demo   - set up, then run the Franka graph against the MuJoCo fake (DURATION=s, ROBOT=franka|ur5_bimanual)"
 	@echo "make test   - set up, lint (ruff), run the test suite (pytest)"
-	@echo "make bench  - run the CPU benchmark suite, rewrite benchmarks/RESULTS.md (QUICK=1 for a short run)"
+	@echo "make bench  - run the CPU benchmark suite, rewrite benchmarks/RESULTS.md (QUICK=1 for a short run; ONLY='inference sim' for some)"
 	@echo "make setup  - create $(VENV) and install pinned dependencies (idempotent)"
 
 setup: $(STAMP)
@@ -73,7 +73,7 @@ demo: setup
 	$(PY) -m tinyvla_ros.demo --robot $(ROBOT) --duration $(DURATION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
 
 bench: setup
-	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick,)
+	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 clean:
 	rm -rf build install log .pytest_cache .ruff_cache

@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         for script in scripts:
             print(f"== {script.name}", flush=True)
             cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else [])
+            start = time.perf_counter()
             if subprocess.run(cmd, cwd=HERE.parent).returncode != 0:
                 failed.append(script.name)
+            print(f"== {script.name}: {time.perf_counter() - start:.0f} s", flush=True)
     results = [{"title": p.stem, **json.loads(p.read_text())} for p in sorted(RESULTS_DIR.glob("*.json"))]
     (HERE / "RESULTS.md").write_text(render(results, started))
     print(f"wrote {HERE / 'RESULTS.md'} from {len(results)} result files")

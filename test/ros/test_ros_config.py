@@ -151,6 +151,9 @@ def test_build_graph_franka_defaults_and_overrides(tmp_path):
     ns = build_graph("ur5_bimanual", namespace="cell1", use_sim_time=True, enable_actuation="true")
     assert ns[0].fqn == "/cell1/tinyvla_policy" and ns[1].parameters["enable_actuation"] is True
     assert ns[1].parameters["use_sim_time"] is True
+    onnx = build_graph("franka", engine="onnx", device="cpu", precision="int8")[0].parameters
+    assert (onnx["engine"], onnx["device"], onnx["precision"]) == ("onnx", "cpu", "int8")
+    assert not {"engine", "device", "precision"} & set(specs[0].parameters)  # empty: the params file's
     with pytest.raises(ValueError, match="robot must be one of"):
         build_graph("kuka")
     with pytest.raises(ValueError, match="enable_actuation must be true or false"):
@@ -240,6 +243,10 @@ def test_launch_arguments_match_build_graph_and_cli():
     assert all(a.name in params for a in ARGUMENTS) and all(a.description for a in ARGUMENTS)
     args = parse_args(["franka", "--use-sim", "true", "--execution-mode", "overlap_blend"])
     assert (args.use_sim, args.execution_mode, args.camera_driver) == ("true", "overlap_blend", "wrapper")
+    args = parse_args(["franka", "--engine", "onnx", "--precision", "int8"])
+    assert (args.engine, args.device, args.precision) == ("onnx", "", "int8")
+    with pytest.raises(SystemExit):
+        parse_args(["franka", "--precision", "int4"])
 
 
 @pytest.mark.parametrize("robot", ["franka", "ur5_bimanual"])

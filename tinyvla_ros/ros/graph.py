@@ -84,6 +84,19 @@ ARGUMENTS: tuple[Argument, ...] = (
         "Cartesian impedance controller; needs a franka_ee checkpoint) (empty: params file)",
         ("", "forward_position", "joint_trajectory", "ee_pose"),
     ),
+    Argument(
+        "engine",
+        "",
+        "policy inference engine: torch | torch_compile | onnx | onnx_tensorrt (empty: params file)",
+        ("", "torch", "torch_compile", "onnx", "onnxruntime", "onnx_tensorrt"),
+    ),
+    Argument("device", "", "policy device: cpu | cuda | cuda:<i> (empty: params file)"),
+    Argument(
+        "precision",
+        "",
+        "policy precision: fp32 | bf16 | fp16 (CUDA) | int8 (engine onnx on cpu) (empty: params file)",
+        ("", "fp32", "bf16", "fp16", "int8"),
+    ),
     Argument("params_file", "", "ROS 2 params file for all nodes (empty: the package's config/<robot>.yaml)"),
     Argument(
         "camera_driver",
@@ -252,6 +265,9 @@ def build_graph(
     namespace: str = "",
     use_sim_time: bool | str = False,
     output: str = "",
+    engine: str = "",
+    device: str = "",
+    precision: str = "",
     extra_parameters: dict[str, dict[str, Any]] | None = None,
 ) -> list[NodeSpec]:
     """The nodes of one robot set-up ("franka" | "ur5_bimanual").
@@ -280,6 +296,9 @@ def build_graph(
         policy["checkpoint"] = str(Path(checkpoint).expanduser())
     if instruction:
         policy["instruction"] = instruction
+    for key, value in (("engine", engine), ("device", device), ("precision", precision)):
+        if value:  # checked by the policy node at configure (one message for a bad combination)
+            policy[key] = str(value)
     camera_names = list(policy_params.get("camera_names", []))
     cameras = policy_params.get("cameras", {})
     if zed_topic_naming == "legacy":
@@ -491,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             namespace=args.namespace,
             use_sim_time=args.use_sim_time,
             output=args.output,
+            engine=args.engine,
+            device=args.device,
+            precision=args.precision,
             extra_parameters=_parse_set(args.set),
         )
     except (ValueError, NotImplementedError) as exc:

@@ -159,7 +159,7 @@ class PolicyNode(LifecycleNode):
         self._delay = DelayEstimator(cfg.inpaint.delay_alpha, initial=float(warm))
         self._committed = None
         self.get_logger().info(
-            f"loaded {cfg.checkpoint} ({self._engine.name}); warm-up inference {warm * 1e3:.1f} ms"
+            f"loaded {cfg.checkpoint} ({self._engine.name}, {cfg.device}, {cfg.precision}); warm-up inference {warm * 1e3:.1f} ms"
         )
         self._assembler = ObservationAssembler(
             ObservationConfig(

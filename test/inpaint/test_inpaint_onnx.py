@@ -112,3 +112,26 @@ def test_onnx_bad_prefix_is_a_clear_error(checkpoint, inputs):
         engine.predict_chunk(
             inputs["images"], "go", inputs["state"], prefix=inputs["prefix"], prefix_weight=np.ones(CHUNK)
         )
+
+
+@pytest.mark.parametrize("loop", ["numpy", "fused"])
+def test_int8_encoder_inpaints_with_the_fp32_loop_graphs(checkpoint, inputs, loop):
+    """precision int8 quantises the encoder only: the inpainting loop graphs are the fp32 files, the
+    committed steps are held exactly and the free part stays near the fp32 chunk."""
+    engine = OnnxEngine(
+        checkpoint, OnnxEngineConfig(loop=loop, precision="int8", num_threads=1, inpaint=True)
+    )
+    out = engine.predict_chunk(
+        inputs["images"],
+        "stack the cups",
+        inputs["state"],
+        seed=5,
+        prefix=inputs["prefix"],
+        prefix_weight=inputs["weight"],
+    )
+    assert (checkpoint / "encoder.int8.onnx").is_file()
+    assert not list(checkpoint.glob("denoise*.int8.onnx"))
+    np.testing.assert_allclose(out[:4], inputs["prefix"][:4], atol=1e-5)
+    norm = Normalizer.load(checkpoint / "stats.json")
+    shift = np.abs(norm.normalize_action(out) - norm.normalize_action(inputs["reference"])).max()
+    assert 0.0 < shift <= 0.25  # normalised units: int8 moves the chunk a little, not wildly

@@ -636,8 +636,19 @@ def ar_result(rows: list[list], repeats: int, gpu: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------- GPU part
-def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str], ar: list[list]) -> list[dict]:
-    """tinyvla-s/-b/-h latency per engine and precision on the first CUDA device; AR rows go to ``ar``."""
+def gpu_part(
+    args: argparse.Namespace,
+    workdir: Path,
+    notes: list[str],
+    ar: list[list],
+    device: str = "cuda",
+    presets: tuple[str, ...] = PAPER_PRESETS,
+) -> list[dict]:
+    """tinyvla-s/-b/-h latency per engine and precision on the first CUDA device; AR rows go to ``ar``.
+
+    ``device="cpu"`` rehearses the same code on the CPU (tests: no GPU here), with bf16 standing in for
+    fp16 and the CPU provider for CUDA, so that the first GPU run does not fail on a Python error.
+    """
     import torch
 
     from tinyvla_ros.vla.checkpoint import read_checkpoint_config
@@ -645,33 +656,34 @@ def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str], ar: list
     from tinyvla_ros.vla.engines import EngineConfig, TorchEngine
     from tinyvla_ros.vla.flops import count_chunk_flops, matmul_peak
 
-    name = torch.cuda.get_device_name(0)
-    sync = torch.cuda.synchronize
-    peak16 = matmul_peak("cuda", torch.float16, size=4096, min_seconds=0.2)
+    gpu = device != "cpu"
+    half, half_dtype = ("fp16", torch.float16) if gpu else ("bf16", torch.bfloat16)
+    provider = "cuda" if gpu else "cpu"
+    name = torch.cuda.get_device_name(0) if gpu else "CPU rehearsal"
+    sync = torch.cuda.synchronize if gpu else None
+    peak16 = matmul_peak(device, half_dtype, size=4096 if gpu else 512, min_seconds=0.2 if gpu else 0.05)
     notes.append(
-        f"GPU: {name}; fp16 matmul peak {peak16 / 1e12:.1f} TFLOP/s (measured); providers {available_providers()}"
+        f"GPU: {name}; {half} matmul peak {peak16 / 1e12:.1f} TFLOP/s (measured); providers {available_providers()}"
     )
-    variants = [
-        ("torch", "fp16", None),
-        ("torch", "bf16", None),
-        ("onnx", "fp32", "cuda"),
-        ("onnx", "fp16", "cuda"),
-    ]
-    if "TensorrtExecutionProvider" in available_providers():
-        variants.append(("onnx_tensorrt", "fp16", "tensorrt"))
+    variants = [("torch", half, None), ("torch", "bf16", None), ("onnx", "fp32", provider)]
+    if gpu:
+        variants.append(("onnx", "fp16", "cuda"))
+        if "TensorrtExecutionProvider" in available_providers():
+            variants.append(("onnx_tensorrt", "fp16", "tensorrt"))
     if args.compile:
-        variants.append(("torch_compile", "fp16", None))
+        variants.append(("torch_compile", half, None))
+    variants = list(dict.fromkeys(variants))  # the CPU rehearsal's torch bf16 appears once
     rows = []
-    for preset in PAPER_PRESETS:
-        ckpt = make_checkpoint(workdir / preset, preset)
+    for preset in presets:
+        ckpt = make_checkpoint(workdir / f"{device}-{preset}", preset)
         flops = count_chunk_flops(read_checkpoint_config(ckpt)[0], steps=10)
         engines: dict[str, Any] = {}
-        for engine, precision, provider in variants:
+        for engine, precision, prov in variants:
             label = f"{engine} {precision}"
             try:
-                if provider is None:
+                if prov is None:
                     policy = policy_with_steps(ckpt, 10)
-                    cfg = EngineConfig(engine=engine, device="cuda", precision=precision)
+                    cfg = EngineConfig(engine=engine, device=device, precision=precision)
                     if engine == "torch_compile":
                         from tinyvla_ros.vla.engine_torch_compile import TorchCompileEngine
 
@@ -679,7 +691,7 @@ def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str], ar: list
                     else:
                         engines[label] = TorchEngine(policy, cfg)
                 else:
-                    cfg = OnnxEngineConfig(provider=provider, device="cuda", precision=precision)
+                    cfg = OnnxEngineConfig(provider=prov, device=device, precision=precision)
                     engines[label] = OnnxEngine(ckpt, cfg)
             except Exception as exc:  # noqa: BLE001 - record why an engine could not run, go on with the rest
                 notes.append(f"{preset} {label}: not measured ({type(exc).__name__}: {str(exc)[:200]})")
@@ -697,17 +709,17 @@ def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str], ar: list
                     f"{100 * achieved / peak16:.1f}%",
                 ]
             )
-        if "torch fp16" in engines:
-            baseline = AutoregressiveBaseline(
-                policy_with_steps(ckpt, 10).to("cuda").half()
-            )  # fp16 throughout
+        ours = f"torch {half}"
+        if ours in engines:
+            baseline = AutoregressiveBaseline(policy_with_steps(ckpt, 10).to(device).to(half_dtype))
             figures = compare_autoregressive(
-                {"ours: torch fp16": engines["torch fp16"]}, baseline, args.ar_repeats, sync
+                {f"ours: {ours}": engines[ours]}, baseline, args.ar_repeats, sync
             )
-            ar.extend(ar_rows(preset, f"GPU {name}, fp16", figures, ["ours: torch fp16"]))
+            ar.extend(ar_rows(preset, f"GPU {name}, {half}", figures, [f"ours: {ours}"]))
             del baseline
         del engines
-        torch.cuda.empty_cache()
+        if gpu:
+            torch.cuda.empty_cache()
     return [
         {
             "caption": f"GPU ({name}): chunk latency, 10 DDIM steps, random weights, against the paper's 14 ms (A6000)",
@@ -718,7 +730,7 @@ def gpu_part(args: argparse.Namespace, workdir: Path, notes: list[str], ar: list
                 "p99 ms",
                 "p50 / 14 ms",
                 "achieved TFLOP/s",
-                "of fp16 matmul peak",
+                f"of {half} matmul peak",
             ],
             "rows": rows,
         }

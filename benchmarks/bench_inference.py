@@ -374,20 +374,12 @@ def efficiency_table(results: dict, args: argparse.Namespace, workdir: Path) -> 
     from tinyvla_ros.vla.flops import count_policy_flops, matmul_peak
 
     torch.set_num_threads(args.threads)
-    peak = matmul_peak(
-        "cpu",
-        torch.float32,
-        size=1024,
-        min_seconds=0.1 if args.quick else 0.3,
-        repeats=3 if args.quick else 5,
-    )
-    # what the CPU offers beyond fp32 (AMX/AVX512-BF16 on recent Xeons): the ceiling of a bf16 model
-    bf16_peak = matmul_peak(
-        "cpu",
-        torch.bfloat16,
-        size=1024,
-        min_seconds=0.1 if args.quick else 0.3,
-        repeats=3 if args.quick else 5,
+    # fp32, and what the CPU offers beyond it (AMX/AVX512-BF16 on recent Xeons): a bf16 model's ceiling
+    peak, bf16_peak = (
+        matmul_peak(
+            "cpu", dtype, size=1024, min_seconds=0.1 if args.quick else 0.3, repeats=3 if args.quick else 5
+        )
+        for dtype in (torch.float32, torch.bfloat16)
     )
     rows = []
     for preset in args.presets:

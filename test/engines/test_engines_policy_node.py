@@ -94,21 +94,19 @@ def test_onnx_engine_publishes_chunks_through_policy_node(rig, franka_copy, prec
         node.destroy_node()
 
 
-def test_int8_with_the_torch_engine_fails_configure_naming_it(rig, franka_copy):
-    node = _node(rig, checkpoint=str(franka_copy), engine="torch", precision="int8")
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"engine": "onnxruntime", "device": "cuda"}, ("ExecutionProviderError", "CUDAExecutionProvider")),
+        ({"engine": "torch", "precision": "int8"}, ("precision 'int8'", "engine 'torch'")),
+    ],
+    ids=["missing_provider", "int8_on_torch"],
+)
+def test_bad_engine_settings_fail_configure_naming_them(rig, franka_copy, overrides, named):
+    node = _node(rig, checkpoint=str(franka_copy), **overrides)
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         level, message, _ = node.report()
-        assert level == "error" and "precision 'int8'" in message and "engine 'torch'" in message
-    finally:
-        node.destroy_node()
-
-
-def test_missing_provider_fails_configure_with_its_name(rig, franka_copy):
-    node = _node(rig, checkpoint=str(franka_copy), engine="onnxruntime", device="cuda")
-    try:
-        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-        level, message, _ = node.report()
-        assert level == "error" and "ExecutionProviderError" in message and "CUDAExecutionProvider" in message
+        assert level == "error" and all(n in message for n in named), message
     finally:
         node.destroy_node()

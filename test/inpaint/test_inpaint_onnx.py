@@ -52,28 +52,26 @@ def inputs(checkpoint):
     return {"images": images, "state": state, "prefix": prefix, "weight": weight, "reference": reference}
 
 
+def _inpainted(engine, inputs, seed: int):
+    """The engine's chunk for the fixture's observation with its committed prefix."""
+    return engine.predict_chunk(
+        inputs["images"],
+        "stack the cups",
+        inputs["state"],
+        seed=seed,
+        prefix=inputs["prefix"],
+        prefix_weight=inputs["weight"],
+    )
+
+
 @pytest.mark.parametrize("loop", ["numpy", "fused", "graph"])
 def test_onnx_inpainting_matches_torch(checkpoint, inputs, loop):
     engine = OnnxEngine(checkpoint, OnnxEngineConfig(loop=loop, num_threads=1, inpaint=True))
-    out = engine.predict_chunk(
-        inputs["images"],
-        "stack the cups",
-        inputs["state"],
-        seed=5,
-        prefix=inputs["prefix"],
-        prefix_weight=inputs["weight"],
-    )
+    out = _inpainted(engine, inputs, seed=5)
     assert np.abs(out - inputs["reference"]).max() <= 1e-4
     np.testing.assert_allclose(out[:4], inputs["prefix"][:4], atol=1e-5)  # committed steps held
     # a different seed changes the free part, never the committed steps
-    other = engine.predict_chunk(
-        inputs["images"],
-        "stack the cups",
-        inputs["state"],
-        seed=6,
-        prefix=inputs["prefix"],
-        prefix_weight=inputs["weight"],
-    )
+    other = _inpainted(engine, inputs, seed=6)
     np.testing.assert_allclose(other[:4], inputs["prefix"][:4], atol=1e-5)
     assert np.abs(other[7:] - out[7:]).max() > 1e-3
 
@@ -93,14 +91,7 @@ def test_fused_loop_loads_its_inpainting_graph_on_first_use(checkpoint, inputs):
     engine = OnnxEngine(checkpoint, OnnxEngineConfig(loop="fused", num_threads=1, inpaint=False))
     assert engine.graphs.inpaint_session is None
     free = engine.predict_chunk(inputs["images"], "stack the cups", inputs["state"], seed=5)
-    out = engine.predict_chunk(
-        inputs["images"],
-        "stack the cups",
-        inputs["state"],
-        seed=5,
-        prefix=inputs["prefix"],
-        prefix_weight=inputs["weight"],
-    )
+    out = _inpainted(engine, inputs, seed=5)
     assert engine.graphs.inpaint_session is not None
     assert np.abs(out - inputs["reference"]).max() <= 1e-4
     assert np.abs(free[:4] - inputs["prefix"][:4]).max() > 1e-2  # without the prefix: not held
@@ -121,14 +112,7 @@ def test_int8_encoder_inpaints_with_the_fp32_loop_graphs(checkpoint, inputs, loo
     engine = OnnxEngine(
         checkpoint, OnnxEngineConfig(loop=loop, precision="int8", num_threads=1, inpaint=True)
     )
-    out = engine.predict_chunk(
-        inputs["images"],
-        "stack the cups",
-        inputs["state"],
-        seed=5,
-        prefix=inputs["prefix"],
-        prefix_weight=inputs["weight"],
-    )
+    out = _inpainted(engine, inputs, seed=5)
     assert (checkpoint / "encoder.int8.onnx").is_file()
     assert not list(checkpoint.glob("denoise*.int8.onnx"))
     np.testing.assert_allclose(out[:4], inputs["prefix"][:4], atol=1e-5)

@@ -783,8 +783,9 @@ def parity_report(directory: Path, policy: Any, names: list[str], plan: DDIMPlan
             if int8:
                 rel = float(np.linalg.norm(encoded - reference) / max(np.linalg.norm(reference), 1e-12))
                 condition_rel = max(condition_rel, rel)
-                for run in list(loops.values())[:1]:
-                    _update(diffs, "chunk_int8", run.sample(encoded, ex["noisy"].numpy()), chunk_t)
+                first_loop = next(iter(loops.values()), None)
+                if first_loop is not None:
+                    _update(diffs, "chunk_int8", first_loop.sample(encoded, ex["noisy"].numpy()), chunk_t)
             else:
                 condition = encoded
         for loop, run in loops.items():

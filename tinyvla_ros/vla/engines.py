@@ -60,7 +60,8 @@ class EngineConfig:
     """How to run a checkpoint.
 
     engine: "torch"; device: "cpu" | "cuda" | "cuda:<i>"; precision: "fp32" | "bf16" | "fp16" |
-    "int8" (fp16 needs CUDA; int8 the onnx engine on CPU; bf16 is not an ONNX precision); num_threads: torch intra-op threads, 0 leaves the library default.
+    "int8" (fp16 needs CUDA; int8 the onnx engine on CPU; bf16 is not an ONNX precision);
+    num_threads: torch intra-op threads, 0 leaves the library default.
     """
 
     engine: str = "torch"

@@ -65,7 +65,7 @@ EXTERNAL_DATA = ("auto", "always", "never")
 SCHEDULE_FIELDS = ("num_inference_steps",)
 PARITY_TOLERANCE = 1e-4
 # int8 encoder: relative L2 error allowed on its condition, ||c_int8 - c_torch|| / ||c_torch||
-# (measured 1.4-2.8% on the small presets; a saturating int8 kernel gives far more).
+# (measured 0.8-1.4% on the small presets; a saturating int8 kernel gives far more).
 INT8_CONDITION_TOLERANCE = 0.05
 EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf's hard limit is 2 GiB
 IO_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

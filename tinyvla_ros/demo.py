@@ -6,8 +6,9 @@ loudly), start the graph with the console launcher (``python -m tinyvla_ros.ros.
 --use-sim true --enable-actuation true ...``) for ``--duration`` seconds (at most 180) once the
 nodes are up, record it with a GraphMonitor, then print a summary (task, success, control rate,
 inference latency p50/p99, safety clamps, holds, limit violations, sim speed) and write to
-``<out>/``: summary.json, camera_strip.png (camera views over time), joints.png (commanded vs
-measured joints), logs/<node>.log.
+``<out>/``: summary.json, camera_strip.png (camera views over time), cameras.gif (an animation of
+every camera side by side, 5 frames per second of the run), joints.png (commanded vs measured
+joints), logs/<node>.log.
 
     python -m tinyvla_ros.demo --robot franka --duration 60
 """
@@ -33,6 +34,7 @@ ROBOTS = ("franka", "ur5_bimanual")
 MAX_DURATION = 180.0
 STARTUP_TIMEOUT = 240.0  # s for the nodes to come up (torch import, checkpoint load, warm-up)
 RANDOM_MARKER = "tinyvla_demo_random_init.json"
+ANIMATION_FPS = 5.0  # camera frames kept per second of the run (the GIF plays them in real time)
 ROBOT_SPECS = {"franka": ("fr3", [""]), "ur5_bimanual": ("ur5", ["left_", "right_"])}
 
 
@@ -47,8 +49,8 @@ class DemoConfig:
     seed: int = 0
     time_mode: str = "realtime"
     out: str = "demo_out"
-    image_width: int = 128
-    image_height: int = 96
+    image_width: int = 0  # 0: the params file's fake cameras
+    image_height: int = 0
 
     def __post_init__(self) -> None:
         if self.robot not in ROBOTS:
@@ -155,8 +157,7 @@ def graph_command(cfg: DemoConfig, checkpoint: str, instruction: str, task: str,
         "task": task,
         "seed": cfg.seed,
         "time_mode": cfg.time_mode,
-        "image_width": cfg.image_width,
-        "image_height": cfg.image_height,
+        **({"image_width": cfg.image_width, "image_height": cfg.image_height} if cfg.image_width else {}),
     }
     if cfg.time_mode == "lockstep":
         fake["real_time_factor"] = 1.0
@@ -346,6 +347,35 @@ def save_camera_strip(
     return True
 
 
+def save_animation(
+    frames: dict[str, list[tuple[float, np.ndarray]]], path: Path, fps: float = 5.0, max_frames: int = 400
+) -> bool:
+    """An animated GIF of the cameras side by side (each column the camera's frame nearest in time
+    to the first camera's), ``fps`` frames per second of recording; False when nothing was recorded."""
+    cameras = [c for c in sorted(frames) if frames[c]]
+    if not cameras:
+        return False
+    from PIL import Image, ImageDraw
+
+    lead = frames[cameras[0]][:max_frames]
+    t0 = lead[0][0]
+    pictures = []
+    for stamp, _ in lead:
+        row = []
+        for cam in cameras:
+            times = np.array([t for t, _ in frames[cam]])
+            row.append(frames[cam][int(np.abs(times - stamp).argmin())][1])
+        height = max(img.shape[0] for img in row)
+        row = [np.pad(img, ((0, height - img.shape[0]), (0, 2), (0, 0))) for img in row]
+        picture = Image.fromarray(np.concatenate(row, axis=1)[:, :-2])
+        ImageDraw.Draw(picture).text((3, 2), f"t={stamp - t0:4.1f}s", fill=(255, 255, 255))
+        pictures.append(picture)
+    pictures[0].save(
+        path, save_all=True, append_images=pictures[1:], duration=int(1000 / fps), loop=0, optimize=True
+    )
+    return True
+
+
 def save_joint_plot(measured: list, commanded: list, joints: list[str], path: Path) -> bool:
     """Commanded (executor ~/preview) vs measured (/joint_states) per joint over time."""
     if not measured:
@@ -408,7 +438,7 @@ def run_demo(cfg: DemoConfig) -> tuple[int, dict[str, Any]]:
     from tinyvla_ros.ros.fake_robot.monitor import GraphMonitor
 
     msg_type = Float64MultiArray if output == "forward_position" else JointTrajectory
-    monitor = GraphMonitor(cameras, [(command_topic, msg_type)], frame_every=max(cfg.duration / 8.0, 0.5))
+    monitor = GraphMonitor(cameras, [(command_topic, msg_type)], frame_every=1.0 / ANIMATION_FPS)
     try:
         argv = graph_command(cfg, checkpoint, instruction, task, out / "logs")
         print(f"running: {' '.join(argv)}", flush=True)
@@ -422,6 +452,11 @@ def run_demo(cfg: DemoConfig) -> tuple[int, dict[str, Any]]:
         summary["camera_strip"] = (
             str(out / "camera_strip.png")
             if save_camera_strip(monitor.frames, out / "camera_strip.png")
+            else ""
+        )
+        summary["animation"] = (
+            str(out / "cameras.gif")
+            if save_animation(monitor.frames, out / "cameras.gif", fps=ANIMATION_FPS)
             else ""
         )
         summary["joint_plot"] = (
@@ -466,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tinyvla demo: {exc}", file=sys.stderr)
         return 2
     print(format_summary(summary))
-    for key in ("camera_strip", "joint_plot"):
+    for key in ("camera_strip", "animation", "joint_plot"):
         if summary.get(key):
             print(f"  wrote {summary[key]}")
     print(f"  summary: {Path(cfg.out) / 'summary.json'}, node logs: {Path(cfg.out) / 'logs'}")

@@ -109,3 +109,11 @@ def test_pictures_are_written(tmp_path):
     assert Image.open(tmp_path / "strip.png").size[0] > Image.open(tmp_path / "strip.png").size[1]
     assert Image.open(tmp_path / "joints.png").size[1] > 100
     assert not demo.save_camera_strip({}, tmp_path / "none.png")
+    frames["b"] = frames["b"][::2]  # fewer frames in one camera: each GIF frame takes its nearest
+    assert demo.save_animation(frames, tmp_path / "cams.gif", fps=5.0)
+    gif = Image.open(tmp_path / "cams.gif")
+    assert gif.n_frames == 9 and gif.size == (
+        2 * 32 + 2,
+        24,
+    )  # a 2-pixel gap between cameras and gif.info["duration"] == 200
+    assert not demo.save_animation({}, tmp_path / "none.gif")

@@ -10,7 +10,7 @@ from tinyvla_ros.vla.config import PRESETS, HeadConfig, TinyVLAConfig, VisionCon
 
 
 def test_presets_listed_and_built():
-    assert set(PRESETS) == {"tinyvla-s", "tinyvla-b", "tinyvla-h", "nano", "micro"}
+    assert set(PRESETS) == {"tinyvla-s", "tinyvla-b", "tinyvla-h", "nano", "micro", "cpu-lite0", "cpu-conv"}
     for name in PRESETS:
         c = get_config(name)
         assert c.name == name

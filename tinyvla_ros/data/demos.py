@@ -66,6 +66,20 @@ def graph_parameters(setup: str) -> dict[str, Any]:
         raise ValueError(f"{path}: no '/**/tinyvla_policy: ros__parameters' section") from exc
 
 
+def camera_size(setup: str) -> tuple[int, int]:
+    """(width, height) of the fake robot's cameras in config/<setup>.yaml: the resolution demos are
+    recorded at and policies are evaluated with unless a command says otherwise."""
+    import yaml
+
+    from tinyvla_ros.paths import config_dir
+
+    if setup not in SETUPS:
+        raise ValueError(f"setup must be one of {list(SETUPS)}, got {setup!r}")
+    params = yaml.safe_load((config_dir() / f"{setup}.yaml").read_text())
+    fake = params.get("/**/tinyvla_fake_robot", {}).get("ros__parameters", {})
+    return int(fake.get("image_width", 128)), int(fake.get("image_height", 96))
+
+
 def setup_layout(setup: str) -> tuple[BagLayout, dict[str, str]]:
     """(BagLayout, {camera: encoding}) of a set-up, from its params file."""
     p = graph_parameters(setup)
@@ -89,7 +103,8 @@ class DemoConfig:
     """What to record.
 
     setup: "franka" | "ur5_bimanual"; tasks: task names (None: every task of the set-up);
-    seeds: episode seeds; image_width/height: simulated camera resolution; substeps: expert
+    seeds: episode seeds; image_width/height: simulated camera resolution (0: the params
+    file's fake cameras); substeps: expert
     steps per recorded step (the expert runs at action_dt / substeps); hold_steps: steps recorded
     after the script ends (the robot at rest); start_time: bag time of sim time 0 (s);
     camera_latency: a frame stamped t is received (bag time) at t + camera_latency, as a real
@@ -99,8 +114,8 @@ class DemoConfig:
     setup: str = "franka"
     tasks: list[str] | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
-    image_width: int = 128
-    image_height: int = 96
+    image_width: int = 0
+    image_height: int = 0
     substeps: int = 1
     hold_steps: int = 4
     start_time: float = 1.0
@@ -111,6 +126,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.setup not in SETUPS:
             raise ValueError(f"DemoConfig.setup must be one of {list(SETUPS)}, got {self.setup!r}")
+        if self.image_width <= 0 or self.image_height <= 0:  # 0: the fake's cameras in the params file
+            self.image_width, self.image_height = camera_size(self.setup)
         if not self.seeds or any(int(s) < 0 for s in self.seeds):
             raise ValueError(f"DemoConfig.seeds must be non-negative ints, got {self.seeds!r}")
         if self.substeps < 1 or self.hold_steps < 0:
@@ -287,8 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=None, help="task names (default: all of the set-up)")
     parser.add_argument("--seeds", default="0-9", help="seeds, e.g. 0-49 or 0,3,5-7 (default 0-9)")
     parser.add_argument("--out", required=True, help="directory that receives one bag per episode")
-    parser.add_argument("--width", type=int, default=128, help="camera width in pixels")
-    parser.add_argument("--height", type=int, default=96, help="camera height in pixels")
+    parser.add_argument("--width", type=int, default=0, help="camera width in pixels (0: the params file's)")
+    parser.add_argument(
+        "--height", type=int, default=0, help="camera height in pixels (0: the params file's)"
+    )
     parser.add_argument("--substeps", type=int, default=1, help="expert steps per recorded step")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     args = parser.parse_args(argv)

@@ -42,8 +42,8 @@ class EvalConfig:
     policy_seed: int = 0
     execution_mode: str = ""
     max_seconds: float = 0.0
-    image_width: int = 128
-    image_height: int = 96
+    image_width: int = 0
+    image_height: int = 0
     engine: str = "torch"
     device: str = "cpu"
     num_threads: int = 0
@@ -212,7 +212,12 @@ def evaluate(checkpoint: str | Path, cfg: EvalConfig | None = None, progress: bo
     }
     engine = load_engine(checkpoint, cfg.engine, cfg.device, "fp32", expected, cfg.num_threads)
     dt = float(params.get("action_dt", 0.05))
-    env = make_env(cfg.setup, image_width=cfg.image_width, image_height=cfg.image_height, control_dt=dt)
+    width, height = cfg.image_width, cfg.image_height
+    if width <= 0 or height <= 0:  # the fake's cameras in the params file
+        from tinyvla_ros.data.demos import camera_size
+
+        width, height = camera_size(cfg.setup)
+    env = make_env(cfg.setup, image_width=width, image_height=height, control_dt=dt)
     results = EvalResults(cfg.setup, str(checkpoint))
     try:
         runner = PolicyRunner(engine, env, params, executor_params, cfg.execution_mode)
@@ -246,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=("", "open_loop", "temporal_ensemble", "overlap_blend", "inpaint"),
     )
     p.add_argument("--max-seconds", type=float, default=0.0, help="episode time limit (0: per-task default)")
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--height", type=int, default=96)
+    p.add_argument("--width", type=int, default=0, help="camera width (0: the params file's fake cameras)")
+    p.add_argument("--height", type=int, default=0, help="camera height (0: the params file's)")
     p.add_argument("--engine", default="torch", help="inference engine (torch, onnx, ...: see vla.engines)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default="", help="also write the results as JSON here")

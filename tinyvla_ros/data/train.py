@@ -27,6 +27,7 @@ Output directory:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shutil
@@ -48,6 +49,7 @@ from tinyvla_ros.vla.config import PRESETS, get_config
 from tinyvla_ros.vla.normalize import Normalizer
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+EMA_FILE = "ema.safetensors"
 
 
 @dataclass
@@ -86,6 +88,11 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     progress: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
+    cache_features: bool = True
+    feature_shift: int = 0
+    ema: bool = False
+    ema_power: float = 0.75
+    ema_max_decay: float = 0.9999
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -107,7 +114,20 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "num_workers", "num_threads", "seed", "keep_checkpoints", "stop_after"):
+        if not (0 < self.ema_power <= 1 and 0 < self.ema_max_decay < 1):
+            raise ValueError(
+                f"TrainConfig: ema_power in (0, 1] and ema_max_decay in (0, 1) needed; got "
+                f"{self.ema_power!r}, {self.ema_max_decay!r}"
+            )
+        for name in (
+            "warmup_steps",
+            "num_workers",
+            "num_threads",
+            "seed",
+            "keep_checkpoints",
+            "stop_after",
+            "feature_shift",
+        ):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("lr", "lr_lora", "lr_base"):
@@ -265,6 +285,25 @@ class SeededDataset(torch.utils.data.Dataset):
         return self.base[i]
 
 
+def make_cached_loaders(cfg: TrainConfig, policy: Any, out: Path, start: int) -> tuple:
+    """make_loaders for a frozen tower: samples carry its cached feature maps (data/features.py)."""
+    from tinyvla_ros.data.features import CACHE_DIR, CachedFeatureDataset, build_cache, collate_features
+
+    info = load_info(cfg.dataset)
+    train_eps, val_eps = split_episodes(len(info.episodes), cfg.val_fraction, cfg.seed)
+    cache = build_cache(policy, cfg.dataset, train_eps + val_eps, cfg.augment.crop_ratio, out / CACHE_DIR)
+    chunk = policy.config.chunk_len
+    train_ds = CachedFeatureDataset(
+        cfg.dataset, cache, train_eps, chunk, shift=cfg.feature_shift, seed=cfg.seed
+    )
+    sampler = StepBatches(len(train_ds), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum)
+    loader = torch.utils.data.DataLoader(
+        SeededDataset(train_ds), batch_sampler=sampler, collate_fn=collate_features, num_workers=0
+    )
+    val_ds = CachedFeatureDataset(cfg.dataset, cache, val_eps, chunk) if val_eps else None
+    return loader, val_ds, train_eps, val_eps
+
+
 def make_loaders(cfg: TrainConfig, image_size: int, chunk_len: int, camera_names, start: int) -> tuple:
     """(train DataLoader from ``start``, validation dataset or None, train/val episode ids)."""
     info = load_info(cfg.dataset)
@@ -311,8 +350,31 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.ema = self._make_ema() if cfg.ema else None
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
+        self.collate = collate
+
+    def _make_ema(self) -> Any:
+        """diffusers' EMAModel over the trainable weights (Diffusion Policy's warm-up: power 0.75)."""
+        from diffusers.training_utils import EMAModel
+
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        return EMAModel(params, decay=self.cfg.ema_max_decay, use_ema_warmup=True, power=self.cfg.ema_power)
+
+    @contextlib.contextmanager
+    def _ema_weights(self) -> Iterator[None]:
+        """The EMA weights in the policy for the duration (validation); the raw ones restored after."""
+        if self.ema is None:
+            yield
+            return
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        try:
+            yield
+        finally:
+            self.ema.restore(params)
 
     # ------------------------------------------------------------------ bookkeeping
     def _prepare_output(self) -> None:
@@ -345,10 +407,28 @@ class Trainer:
         self.policy.load_state_dict(state, strict=True)
         trainer_state = load_training_state(ckpt, self.optimizer, self.scheduler, self.scaler)
         self.step = int(trainer_state["step"])
+        if self.ema is not None:
+            self._load_ema(ckpt, trainer_state)
         self.metrics = [m for m in self._read_metrics() if m["step"] <= self.step]
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
         (self.out / "metrics.jsonl").write_text(lines)  # drop what was logged after the checkpoint
         print(f"resumed from {ckpt} at step {self.step}", file=sys.stderr)
+
+    def _load_ema(self, ckpt: Path, trainer_state: dict[str, Any]) -> None:
+        from safetensors.torch import load_file
+
+        path = ckpt / EMA_FILE
+        if not path.is_file() or "ema_step" not in trainer_state:
+            raise ValueError(f"{ckpt} has no EMA weights ({EMA_FILE}): it was trained without --ema")
+        shadow = load_file(str(path))
+        if len(shadow) != len(self.ema.shadow_params):
+            raise ValueError(
+                f"{path}: {len(shadow)} EMA tensors, the model trains {len(self.ema.shadow_params)}"
+            )
+        with torch.no_grad():
+            for i, tensor in enumerate(self.ema.shadow_params):
+                tensor.copy_(shadow[f"shadow.{i}"])
+        self.ema.optimization_step = int(trainer_state["ema_step"])
 
     def _read_metrics(self) -> list[dict[str, Any]]:
         path = self.out / "metrics.jsonl"
@@ -363,15 +443,25 @@ class Trainer:
 
     def _save(self) -> None:
         root = self.out / "checkpoints"
-        save_training_state(
+        extra: dict[str, Any] = {"seed": self.cfg.seed}
+        if self.ema is not None:
+            extra["ema_step"] = int(self.ema.optimization_step)
+        path = save_training_state(
             root / f"step_{self.step:08d}",
             self.policy,
             self.optimizer,
             self.scheduler,
             self.scaler,
             self.step,
-            {"seed": self.cfg.seed},
+            extra,
         )
+        if self.ema is not None:
+            from safetensors.torch import save_file
+
+            shadow = {
+                f"shadow.{i}": t.detach().cpu().contiguous() for i, t in enumerate(self.ema.shadow_params)
+            }
+            save_file(shadow, str(path / EMA_FILE))
         done = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
         for old in done[: max(0, len(done) - max(1, self.cfg.keep_checkpoints))]:
             shutil.rmtree(old)
@@ -406,6 +496,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.step([p for p in self.policy.parameters() if p.requires_grad])
         return total
 
     @torch.no_grad()
@@ -416,9 +508,10 @@ class Trainer:
         count = min(len(val_ds), self.cfg.val_batches * b)
         picks = np.linspace(0, len(val_ds) - 1, count).round().astype(int)  # spread over the episodes
         losses = []
-        for k in range(0, count, b):
-            batch = collate([val_ds[int(i)] for i in picks[k : k + b]])
-            losses.append(float(self._forward(batch, self._generator(10_000_019, k))))
+        with self._ema_weights():
+            for k in range(0, count, b):
+                batch = self.collate([val_ds[int(i)] for i in picks[k : k + b]])
+                losses.append(float(self._forward(batch, self._generator(10_000_019, k))))
         self.policy.train()
         return float(np.mean(losses))
 
@@ -428,9 +521,15 @@ class Trainer:
         cfg = self.cfg
         self._prepare_output()
         config = self.policy.config
-        loader, val_ds, _, _ = make_loaders(
-            cfg, config.image_size, config.chunk_len, config.camera_names, self.step
-        )
+        if config.vision.frozen and cfg.cache_features:
+            from tinyvla_ros.data.features import collate_features
+
+            self.collate = collate_features
+            loader, val_ds, _, _ = make_cached_loaders(cfg, self.policy, self.out, self.step)
+        else:
+            loader, val_ds, _, _ = make_loaders(
+                cfg, config.image_size, config.chunk_len, config.camera_names, self.step
+            )
         bar = None
         if cfg.progress:
             from tqdm import tqdm
@@ -479,6 +578,8 @@ class Trainer:
         if final.exists():
             shutil.rmtree(final)
         policy = self.policy
+        if self.ema is not None:  # deploy the averaged weights
+            self.ema.copy_to([p for p in policy.parameters() if p.requires_grad])
         if policy.lora_applied:
             policy.merge_lora()
         policy.to("cpu").eval()
@@ -491,6 +592,7 @@ class Trainer:
             "eval_center_crop": self.cfg.augment.crop_ratio,
             "fps": self.info.fps,
             "action_dt": 1.0 / self.info.fps,
+            "ema": self.ema is not None,
             "last_loss": next((m["loss"] for m in reversed(self.metrics) if "loss" in m), None),
             "last_val_loss": next((m["val_loss"] for m in reversed(self.metrics) if "val_loss" in m), None),
         }
@@ -572,6 +674,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
+        "--ema", action="store_true", help="keep an EMA of the weights (diffusers EMAModel) and deploy it"
+    )
+    p.add_argument("--ema-power", type=float, default=d.ema_power, help="EMA warm-up power (0.75: DP)")
+    p.add_argument(
+        "--no-feature-cache",
+        action="store_true",
+        help="run a frozen tower on every step instead of caching its features once",
+    )
+    p.add_argument(
+        "--feature-shift", type=int, default=d.feature_shift, help="cached features: random shift (cells)"
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -614,7 +728,8 @@ def main(argv: list[str] | None = None) -> int:
             log_every=args.log_every, num_workers=args.num_workers, num_threads=args.num_threads,
             seed=args.seed, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
             augment=AugmentConfig(enabled=not args.no_augment, crop_ratio=args.crop_ratio),
-            overrides=parse_overrides(args.set),
+            overrides=parse_overrides(args.set), ema=args.ema, ema_power=args.ema_power,
+            cache_features=not args.no_feature_cache, feature_shift=args.feature_shift,
         )  # fmt: skip
         final = Trainer(cfg).run()
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:

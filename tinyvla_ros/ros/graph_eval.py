@@ -53,8 +53,8 @@ class GraphEvalConfig:
     max_seconds: float = 0.0
     settle_seconds: float = 0.3
     execution_mode: str = ""
-    image_width: int = 128
-    image_height: int = 96
+    image_width: int = 0
+    image_height: int = 0
     engine: str = "torch"
     policy_threads: int = 1
     real_time_factor: float = 0.0
@@ -70,7 +70,7 @@ class GraphEvalConfig:
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"GraphEvalConfig.{name} must be >= 0, got {value!r}")
-        if self.image_width < 8 or self.image_height < 8:
+        if (self.image_width or self.image_height) and (self.image_width < 8 or self.image_height < 8):
             raise ValueError(
                 f"GraphEvalConfig image size must be at least 8x8, got {self.image_width}x{self.image_height}"
             )
@@ -183,8 +183,11 @@ class GraphEvaluator:
             FAKE: {
                 "time_mode": "lockstep",
                 "lockstep_timeout": 30.0,
-                "image_width": cfg.image_width,
-                "image_height": cfg.image_height,
+                **(
+                    {"image_width": cfg.image_width, "image_height": cfg.image_height}
+                    if cfg.image_width
+                    else {}
+                ),
                 "real_time_factor": cfg.real_time_factor,
                 "instruction_topic": EVAL_INSTRUCTION_TOPIC,
                 "diagnostics_period": 0.5,
@@ -354,8 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--instruction", default="", help="give the policy this instruction in every episode")
     p.add_argument("--max-seconds", type=float, default=0.0, help="sim s per episode (0: per-task default)")
     p.add_argument("--execution-mode", default="")
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--height", type=int, default=96)
+    p.add_argument("--width", type=int, default=0, help="camera width (0: the params file's fake cameras)")
+    p.add_argument("--height", type=int, default=0, help="camera height (0: the params file's)")
     p.add_argument("--engine", default="torch")
     p.add_argument("--policy-threads", type=int, default=1)
     p.add_argument("--log-dir", default="out/graph_eval_logs")

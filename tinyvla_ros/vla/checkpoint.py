@@ -194,7 +194,7 @@ def load_policy(
         )
     tokenizer = load_tokenizer(path)
     with skip_weight_init():
-        policy = cls(config, tokenizer=tokenizer, normalizer=normalizer)
+        policy = cls(config, tokenizer=tokenizer, normalizer=normalizer, pretrained_tower=False)
         if lora_applied:
             policy.apply_lora()
     load_weights(policy, path / WEIGHTS_FILE, str(path))

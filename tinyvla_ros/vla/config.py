@@ -26,6 +26,10 @@ IMAGE_PLACEHOLDER = "<image>"
 DEFAULT_PROMPT = "USER: <image>\n{instruction} ASSISTANT:"
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
 POOLINGS = ("masked", "all")
+VISION_TOWERS = ("clip", "efficientnet_lite0", "conv")
+# EfficientNet-Lite0 feature channels at each output stride offered (vla/vision.py).
+EFFICIENTNET_CHANNELS = {8: 40, 16: 112}
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 TOKENIZERS = ("tiny", "external")
 LORA_VARIANTS = ("official", "paper")
 # LoRA targets (module-name suffixes) of the two variants (see tinyvla.md "LoRA").
@@ -57,12 +61,23 @@ def _check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """CLIP ViT vision tower (transformers ``CLIPVisionModel``).
+    """The vision tower: CLIP ViT (transformers ``CLIPVisionModel``, the paper's) or a conv tower.
 
-    Features are taken from hidden state ``select_layer`` (-2: second-to-last layer) and,
-    with ``select_feature="patch"``, the CLS token is dropped: (image_size/patch_size)^2 tokens.
+    tower "clip": features are taken from hidden state ``select_layer`` (-2: second-to-last layer)
+    and, with ``select_feature="patch"``, the CLS token is dropped: (image_size/patch_size)^2 tokens.
+    tower "efficientnet_lite0": ImageNet EfficientNet-Lite0 cut at output ``feature_stride`` (8: 40
+    channels, 16: 112), ``frozen`` (its features can be computed once per frame in training);
+    tower "conv": a small GroupNorm conv net from scratch (``conv_channels``, output stride 2).
+    With a conv tower the feature map is average-pooled to ``token_grid`` x ``token_grid`` cells,
+    which the projector turns into the LLM's image tokens; the CLIP fields are then unused.
+    frozen: no gradient into the tower (BatchNorm statistics stay as loaded).
     """
 
+    tower: str = "clip"
+    feature_stride: int = 8
+    conv_channels: tuple[int, ...] = (16, 32, 32)
+    token_grid: int = 4
+    frozen: bool = False
     hidden_size: int = 1024
     intermediate_size: int = 4096
     num_layers: int = 24
@@ -74,6 +89,16 @@ class VisionConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self) -> None:
+        _check_choice("vision", "tower", self.tower, VISION_TOWERS)
+        _check_choice("vision", "feature_stride", self.feature_stride, tuple(EFFICIENTNET_CHANNELS))
+        _check_int("vision", "token_grid", self.token_grid)
+        chans = self.conv_channels
+        if not isinstance(chans, tuple) or not 1 <= len(chans) <= 8:
+            raise ValueError(f"vision.conv_channels must be a tuple of 1 to 8 channel counts, got {chans!r}")
+        for ch in chans:
+            _check_int("vision", "conv_channels[i]", ch)
+        if not isinstance(self.frozen, bool):
+            raise ValueError(f"vision.frozen must be a bool, got {self.frozen!r}")
         for name in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "patch_size"):
             _check_int("vision", name, getattr(self, name))
         if self.hidden_size % self.num_heads:
@@ -94,6 +119,20 @@ class VisionConfig:
         _check_choice("vision", "select_feature", self.select_feature, ("patch", "cls_patch"))
         _check_choice("vision", "hidden_act", self.hidden_act, ("quick_gelu", "gelu"))
         _check_float("vision", "layer_norm_eps", self.layer_norm_eps, 1e-12, 1e-2)
+
+    @property
+    def feature_channels(self) -> int:
+        """C: channels of the tower's feature map (the projector's input size)."""
+        if self.tower == "efficientnet_lite0":
+            return EFFICIENTNET_CHANNELS[self.feature_stride]
+        if self.tower == "conv":
+            return self.conv_channels[-1]
+        return self.hidden_size
+
+    @property
+    def stride(self) -> int:
+        """Pixels per feature-map cell (the ViT's patch size for CLIP)."""
+        return {"clip": self.patch_size, "efficientnet_lite0": self.feature_stride, "conv": 2}[self.tower]
 
     @property
     def layers_used(self) -> int:
@@ -236,6 +275,11 @@ class TinyVLAConfig:
         action_names   optional names of the Da action entries (documentation / checks)
     Diffusion: num_train_steps DDPM steps for training noise, num_inference_steps DDIM steps.
     Condition: pooling "masked" pools valid tokens only; "all" is the official unmasked mean.
+    spatial_keypoints: K > 0 adds, per camera, K spatial-softmax keypoints of the vision tower's
+    feature map (2K numbers) to the condition beside the pooled LLM embedding and the state;
+    0 is the paper's pooled-only condition (the S/B/H presets and Llava-Pythia checkpoints).
+    timestep_spacing: DDIM's inference steps ("leading": diffusers' default, sampling starts at
+    t = 90 of 100 with 10 steps; "trailing" starts at t = 99, the fully noised end).
     """
 
     name: str = "custom"
@@ -251,6 +295,8 @@ class TinyVLAConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     clip_sample: bool = True
     pooling: str = "masked"
+    spatial_keypoints: int = 0
+    timestep_spacing: str = "leading"
     prompt_template: str = DEFAULT_PROMPT
     max_text_tokens: int = 64
     tokenizer: str = "external"
@@ -268,6 +314,8 @@ class TinyVLAConfig:
         self._check_schedule()
         self._check_prompt()
         _check_choice("config", "pooling", self.pooling, POOLINGS)
+        _check_int("config", "spatial_keypoints", self.spatial_keypoints, 0)
+        _check_choice("config", "timestep_spacing", self.timestep_spacing, TIMESTEP_SPACINGS)
         _check_choice("config", "tokenizer", self.tokenizer, TOKENIZERS)
         if not isinstance(self.projector_type, str) or not _PROJECTOR_RE.match(self.projector_type):
             raise ValueError(
@@ -288,9 +336,14 @@ class TinyVLAConfig:
         if len(set(cams)) != len(cams):
             raise ValueError(f"camera_names must be unique, got {cams!r}")
         _check_int("config", "image_size", self.image_size, 8)
-        if self.image_size % self.vision.patch_size:
+        v = self.vision
+        if self.image_size % v.stride:
+            what = "vision.patch_size" if v.tower == "clip" else f"the {v.tower} tower's output stride"
+            raise ValueError(f"image_size ({self.image_size}) must be divisible by {what} ({v.stride})")
+        if v.tower != "clip" and (self.image_size // v.stride) % v.token_grid:
             raise ValueError(
-                f"image_size ({self.image_size}) must be divisible by vision.patch_size ({self.vision.patch_size})"
+                f"the {v.tower} feature map ({self.image_size // v.stride} cells a side at image_size "
+                f"{self.image_size}) must be divisible by vision.token_grid ({v.token_grid})"
             )
         crop = self.center_crop
         if isinstance(crop, bool) or not isinstance(crop, int | float) or not 0.5 <= crop <= 1.0:
@@ -345,7 +398,9 @@ class TinyVLAConfig:
 
     @property
     def image_tokens_per_camera(self) -> int:
-        """P: (S / patch)^2 patch tokens (+1 with select_feature 'cls_patch')."""
+        """P: (S / patch)^2 patch tokens (+1 with select_feature 'cls_patch'); token_grid^2 for conv towers."""
+        if self.vision.tower != "clip":
+            return self.vision.token_grid**2
         patches = (self.image_size // self.vision.patch_size) ** 2
         return patches + (1 if self.vision.select_feature == "cls_patch" else 0)
 
@@ -353,6 +408,16 @@ class TinyVLAConfig:
     def sequence_length(self) -> int:
         """Longest LLM sequence: n_cams * P image tokens + max_text_tokens text tokens."""
         return self.num_cameras * self.image_tokens_per_camera + self.max_text_tokens
+
+    @property
+    def feature_map_side(self) -> int:
+        """h = w: cells a side of the tower's feature map (the keypoints' grid)."""
+        return self.image_size // self.vision.stride
+
+    @property
+    def spatial_dim(self) -> int:
+        """Numbers the keypoints add to the condition's input: N cameras x K x (x, y)."""
+        return self.num_cameras * self.spatial_keypoints * 2
 
     @property
     def cond_dim(self) -> int:
@@ -480,12 +545,42 @@ def _nano() -> TinyVLAConfig:
     )
 
 
+def _cpu(name: str, vision: VisionConfig) -> TinyVLAConfig:
+    """CPU policies that see: nano's LLM, micro's head, 160 px, 32 spatial keypoints per camera."""
+    return TinyVLAConfig(
+        name=name,
+        image_size=160,
+        max_text_tokens=48,
+        tokenizer="tiny",
+        spatial_keypoints=32,
+        timestep_spacing="trailing",
+        vision=vision,
+        llm=LLMConfig(hidden_size=128, intermediate_size=512, num_layers=2, num_heads=4, vocab_size=2048),
+        head=HeadConfig(down_dims=(64, 128, 256), kernel_size=5, n_groups=8, step_embed_dim=64),
+        lora=LoraSettings(r=8, alpha=32),
+    )
+
+
+def _cpu_lite0() -> TinyVLAConfig:
+    """Frozen ImageNet EfficientNet-Lite0 to stride 8 (TinyVLA's frozen-tower recipe in small)."""
+    return _cpu(
+        "cpu-lite0", VisionConfig(tower="efficientnet_lite0", feature_stride=8, token_grid=4, frozen=True)
+    )
+
+
+def _cpu_conv() -> TinyVLAConfig:
+    """A small GroupNorm conv tower trained from scratch (Diffusion Policy's recipe in small)."""
+    return _cpu("cpu-conv", VisionConfig(tower="conv", conv_channels=(16, 32, 32), token_grid=4))
+
+
 _PRESETS: dict[str, Callable[[], TinyVLAConfig]] = {
     "tinyvla-s": _tinyvla_s,
     "tinyvla-b": _tinyvla_b,
     "tinyvla-h": _tinyvla_h,
     "micro": _micro,
     "nano": _nano,
+    "cpu-lite0": _cpu_lite0,
+    "cpu-conv": _cpu_conv,
 }
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 # Totals reported in the paper (used by tests and `tinyvla-model info`).

@@ -42,6 +42,7 @@ def build_scheduler(config: Any, num_inference_steps: int | None = None) -> Any:
         beta_schedule=config.beta_schedule,
         clip_sample=config.clip_sample,
         prediction_type="epsilon",
+        timestep_spacing=config.timestep_spacing,
     )
     scheduler.set_timesteps(steps)
     return scheduler

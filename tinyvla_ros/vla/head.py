@@ -3,9 +3,11 @@
 Shapes (glossary): B batch, L tokens, H LLM hidden size, Ds state dim, T chunk length,
 Da action dim, C = cond_dim = H.
 
-``ObservationCondition``  hidden (B, L, H), token mask (B, L), state_norm (B, Ds) -> (B, H):
+``ObservationCondition``  hidden (B, L, H), token mask (B, L), state_norm (B, Ds)
+    [, feature maps (B, N, C, h, w)] -> (B, H):
     mean-pool over valid tokens (or over all tokens: the official unmasked variant),
-    LayerNorm, concatenate the normalised state, Linear(H + Ds -> H).
+    LayerNorm, concatenate [the N x K spatial-softmax keypoints (B, 2NK) of the vision tower's
+    feature maps, with K = spatial_keypoints > 0,] the normalised state, Linear(H [+ 2NK] + Ds -> H).
 ``ConditionalUnet1D``  noisy actions (B, T, Da), timesteps (B,), condition (B, C) -> eps (B, T, Da):
     Diffusion-Policy-style UNet over time with channels = action dims: sinusoidal step embedding
     -> MLP, concatenated with the condition, injected by FiLM (per-channel scale and bias) into
@@ -19,7 +21,8 @@ import math
 import torch
 from torch import nn
 
-from tinyvla_ros.vla.config import HeadConfig
+from tinyvla_ros.vla.config import HeadConfig, TinyVLAConfig
+from tinyvla_ros.vla.vision import SpatialKeypoints
 
 
 class SinusoidalStepEmbedding(nn.Module):
@@ -144,17 +147,38 @@ class ConditionalUnet1D(nn.Module):
 
 
 class ObservationCondition(nn.Module):
-    """(hidden (B, L, H), token_mask (B, L), state_norm (B, Ds)) -> condition (B, H).
+    """(hidden (B, L, H), token_mask (B, L), state_norm (B, Ds)[, maps (B, N, C, h, w)]) -> condition (B, H).
 
     pooling "masked": mean over tokens with token_mask 1 (padding excluded);
     pooling "all": mean over every position, padding included (official behaviour, for parity).
+    keypoints K > 0: one SpatialKeypoints per camera (``spatial``) turns that camera's feature
+    map into K (x, y) keypoints, concatenated (camera order) between the pooled embedding and
+    the state; K = 0 is the paper's condition exactly (same modules and parameter names).
     """
 
-    def __init__(self, hidden: int, state_dim: int, pooling: str) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        state_dim: int,
+        pooling: str,
+        keypoints: int = 0,
+        cameras: int = 0,
+        feature_channels: int = 0,
+    ) -> None:
         super().__init__()
         self.pooling = pooling
+        self.keypoints = keypoints
         self.norm = nn.LayerNorm(hidden)
-        self.combine = nn.Linear(hidden + state_dim, hidden)
+        if keypoints:
+            self.spatial = nn.ModuleList(
+                SpatialKeypoints(feature_channels, keypoints) for _ in range(cameras)
+            )
+        self.combine = nn.Linear(hidden + 2 * keypoints * cameras + state_dim, hidden)
+
+    def spatial_features(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, N, C, h, w) -> keypoints (B, N * K * 2) in [-1, 1], cameras in order."""
+        points = [net(maps[:, i]) for i, net in enumerate(self.spatial)]  # N x (B, K, 2)
+        return torch.cat(points, dim=1).flatten(1)  # (B, N*K*2)
 
     def pool(self, hidden: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
         """(B, L, H), (B, L) -> (B, H)."""
@@ -164,16 +188,34 @@ class ObservationCondition(nn.Module):
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
     def forward(
-        self, hidden: torch.Tensor, token_mask: torch.Tensor, state_norm: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        token_mask: torch.Tensor,
+        state_norm: torch.Tensor,
+        maps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         pooled = self.norm(self.pool(hidden, token_mask))  # (B, H)
-        return self.combine(torch.cat([pooled, state_norm.to(pooled.dtype)], dim=-1))  # (B, H)
+        parts = [pooled]
+        if self.keypoints:
+            if maps is None:
+                raise ValueError("this condition has spatial keypoints: it needs the feature maps")
+            parts.append(self.spatial_features(maps).to(pooled.dtype))  # (B, 2NK)
+        parts.append(state_norm.to(pooled.dtype))
+        return self.combine(torch.cat(parts, dim=-1))  # (B, H)
 
 
 class ActionHead(nn.Module):
-    """The head as one module (for parameter accounting): condition + UNet denoiser."""
+    """The head as one module (for parameter accounting): condition (keypoints included) + UNet denoiser."""
 
-    def __init__(self, action_dim: int, state_dim: int, hidden: int, head: HeadConfig, pooling: str) -> None:
+    def __init__(self, config: TinyVLAConfig) -> None:
         super().__init__()
-        self.condition = ObservationCondition(hidden, state_dim, pooling)
-        self.unet = ConditionalUnet1D(action_dim, hidden, head)
+        c = config
+        self.condition = ObservationCondition(
+            c.llm.hidden_size,
+            c.state_dim,
+            c.pooling,
+            c.spatial_keypoints,
+            c.num_cameras,
+            c.vision.feature_channels,
+        )
+        self.unet = ConditionalUnet1D(c.action_dim, c.llm.hidden_size, c.head)

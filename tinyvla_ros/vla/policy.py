@@ -31,7 +31,7 @@ from tinyvla_ros.vla import lora as lora_lib
 from tinyvla_ros.vla.backbone import TinyVLABackbone
 from tinyvla_ros.vla.checkpoint import CheckpointMismatchError, load_policy, save_policy
 from tinyvla_ros.vla.config import LORA_VARIANTS, TinyVLAConfig
-from tinyvla_ros.vla.engine_ddim import DDIMPlan
+from tinyvla_ros.vla.engine_ddim import DDIMPlan, build_scheduler
 from tinyvla_ros.vla.head import ActionHead
 from tinyvla_ros.vla.inpaint import InpaintInputs, blend_torch, check_prefix, prepare_inpaint
 from tinyvla_ros.vla.normalize import Normalizer
@@ -57,19 +57,23 @@ class TinyVLAPolicy(nn.Module):
     ``config.tokenizer == "tiny"`` and leaves none for "external" (Pythia) configs, which then
     take input_ids directly or get their tokenizer from a checkpoint.
     normalizer: action/state statistics; required by forward/predict (robot units in and out).
+    pretrained_tower: load the EfficientNet-Lite0 tower's ImageNet weights (checkpoint loading
+    passes False: the checkpoint's own weights follow).
     """
 
     def __init__(
-        self, config: TinyVLAConfig, tokenizer: Any = None, normalizer: Normalizer | None = None
+        self,
+        config: TinyVLAConfig,
+        tokenizer: Any = None,
+        normalizer: Normalizer | None = None,
+        pretrained_tower: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(config, TinyVLAConfig):
             raise TypeError(f"config must be a TinyVLAConfig, got {type(config).__name__}")
         self.config = config
-        self.backbone = TinyVLABackbone(config)
-        self.head = ActionHead(
-            config.action_dim, config.state_dim, config.llm.hidden_size, config.head, config.pooling
-        )
+        self.backbone = TinyVLABackbone(config, pretrained_tower=pretrained_tower)
+        self.head = ActionHead(config)
         if tokenizer is None and config.tokenizer == "tiny":
             tokenizer = build_tiny_tokenizer()
         self.tokenizer = tokenizer
@@ -144,7 +148,7 @@ class TinyVLAPolicy(nn.Module):
     def schedulers(self) -> tuple[Any, Any]:
         """(DDPMScheduler for training noise, DDIMScheduler with num_inference_steps set)."""
         if self._schedulers is None:
-            ddpm_cls, ddim_cls = _diffusers()
+            ddpm_cls, _ = _diffusers()
             c = self.config
             kwargs = dict(
                 num_train_timesteps=c.num_train_steps,
@@ -154,8 +158,7 @@ class TinyVLAPolicy(nn.Module):
             )
             with torch.device("cpu"):
                 ddpm = ddpm_cls(**kwargs)
-                ddim = ddim_cls(**kwargs)
-                ddim.set_timesteps(c.num_inference_steps)
+                ddim = build_scheduler(c)  # the same DDIM plan every engine reads
             self._schedulers = (ddpm, ddim)
         return self._schedulers
 
@@ -194,8 +197,23 @@ class TinyVLAPolicy(nn.Module):
         state_norm: torch.Tensor,
     ) -> torch.Tensor:
         """(B, N, 3, S, S) [0, 1], (B, L), (B, L), (B, Ds) normalised -> condition (B, C)."""
-        hidden, token_mask = self.backbone(pixel_values, input_ids, attention_mask, self._position(input_ids))
-        return self.head.condition(hidden, token_mask, state_norm)  # (B, C)
+        hidden, token_mask, maps = self.backbone(
+            pixel_values, input_ids, attention_mask, self._position(input_ids)
+        )
+        return self.head.condition(hidden, token_mask, state_norm, maps)  # (B, C)
+
+    def encode_features(
+        self,
+        maps: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        state_norm: torch.Tensor,
+    ) -> torch.Tensor:
+        """encode_observation from a frozen tower's feature maps (B, N, C, h, w) -> condition (B, C)."""
+        hidden, token_mask, maps = self.backbone(
+            None, input_ids, attention_mask, self._position(input_ids), maps=maps
+        )
+        return self.head.condition(hidden, token_mask, state_norm, maps)  # (B, C)
 
     def denoise(
         self, noisy_actions: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor
@@ -249,20 +267,26 @@ class TinyVLAPolicy(nn.Module):
     # ------------------------------------------------------------------ training
     def _check_batch(self, batch: Mapping[str, Any]) -> int:
         c = self.config
-        for key in ("images", "state", "actions"):
+        seen = "features" if "features" in batch else "images"
+        for key in (seen, "state", "actions"):
             if key not in batch:
                 raise KeyError(f"batch lacks {key!r}; keys given: {sorted(batch)}")
-        images = batch["images"]
+        images = batch[seen]
         if not isinstance(images, torch.Tensor) or images.ndim != 5:
             raise ValueError(
-                f"batch['images'] must be a (B, N, 3, S, S) tensor, got {getattr(images, 'shape', images)!r}"
+                f"batch[{seen!r}] must be a (B, N, ...) 5-D tensor, got {getattr(images, 'shape', images)!r}"
             )
         b = images.shape[0]
+        side = c.feature_map_side
         expected = {
-            "images": (b, c.num_cameras, 3, c.image_size, c.image_size),
+            seen: (b, c.num_cameras, 3, c.image_size, c.image_size)
+            if seen == "images"
+            else (b, c.num_cameras, c.vision.feature_channels, side, side),
             "state": (b, c.state_dim),
             "actions": (b, c.chunk_len, c.action_dim),
         }
+        if seen == "features" and not c.vision.frozen:
+            raise ValueError("batch['features'] (cached tower features) needs a frozen vision tower")
         for key, shape in expected.items():
             if tuple(batch[key].shape) != shape:
                 raise ValueError(
@@ -304,19 +328,22 @@ class TinyVLAPolicy(nn.Module):
         return images
 
     def forward(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scalar training loss. batch: images (B, N, 3, S, S) uint8 or [0, 1] float, instruction list[str]
-        or input_ids/attention_mask (B, L), state (B, Ds), actions (B, T, Da) robot units, optional
+        """Scalar training loss. batch: images (B, N, 3, S, S) uint8 or [0, 1] float (or features
+        (B, N, C, h, w): a frozen tower's cached feature maps), instruction list[str] or input_ids/attention_mask (B, L), state (B, Ds), actions (B, T, Da) robot units, optional
         action_pad (B, T) bool (True past the episode end: excluded from the loss).
         generator: optional torch.Generator (on the model's device) for noise and timesteps.
         """
         b = self._check_batch(batch)
         norm = self._require_normalizer()
         dev = self.device
-        pixels = self._unit_images(batch["images"].to(dev))
         ids, mask = self._text_inputs(batch, b)
         state = norm.normalize_state(batch["state"].to(dev, torch.float32))
         target = norm.normalize_action(batch["actions"].to(dev, torch.float32))  # (B, T, Da) in [-1, 1]
-        condition = self.encode_observation(pixels, ids, mask, state)
+        if "features" in batch:  # a frozen tower's cached feature maps (B, N, C, h, w)
+            condition = self.encode_features(batch["features"].to(dev, self.dtype), ids, mask, state)
+        else:
+            pixels = self._unit_images(batch["images"].to(dev))
+            condition = self.encode_observation(pixels, ids, mask, state)
         ddpm, _ = self.schedulers
         noise = torch.randn(target.shape, generator=generator, device=dev)
         steps = torch.randint(0, self.config.num_train_steps, (b,), generator=generator, device=dev)

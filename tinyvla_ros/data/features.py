@@ -1,0 +1,191 @@
+"""Cached feature maps of a frozen vision tower: computed once per frame, reused every training step.
+
+With a frozen tower (``config.vision.frozen``, e.g. the ImageNet EfficientNet-Lite0 of the
+``cpu-lite0`` preset) the tower's output for a frame never changes during training, so
+``tinyvla-train`` runs the tower once over every frame of the chosen episodes (evaluation view:
+the centre crop of ``crop_ratio``, pad to square, resize: what deployment feeds the tower) and
+trains the rest of the model on the stored maps. The cache is written to
+``<run>/feature_cache/`` as one safetensors file per episode (float16 maps (L, N, C, h, w)) and
+reused on ``--resume`` when its description (tower weights, image size, crop, cameras) matches.
+
+A sample (``CachedFeatureDataset``) is the episode sample of ``EpisodeDataset`` with
+``features`` (N, C, h, w) float32 in place of ``images``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tinyvla_ros.data.augment import center_crop
+from tinyvla_ros.data.episodes import EpisodeFile, load_info
+from tinyvla_ros.data.training import action_window
+from tinyvla_ros.vla.preprocess import prepare_image
+
+CACHE_DIR = "feature_cache"
+MANIFEST = "manifest.json"
+
+
+def tower_fingerprint(policy: Any) -> str:
+    """sha256 (16 hex digits) of the frozen tower's weights and buffers."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(policy.backbone.vision.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def describe(policy: Any, dataset: str | Path, crop_ratio: float) -> dict[str, Any]:
+    c = policy.config
+    return {
+        "dataset": str(Path(dataset).resolve()),
+        "tower": c.vision.tower,
+        "weights": tower_fingerprint(policy),
+        "image_size": c.image_size,
+        "crop_ratio": crop_ratio,
+        "camera_names": list(c.camera_names),
+    }
+
+
+@torch.no_grad()
+def episode_features(policy: Any, episode: EpisodeFile, crop_ratio: float, batch: int = 32) -> torch.Tensor:
+    """Every frame of one episode -> float16 feature maps (L, N, C, h, w)."""
+    c = policy.config
+    out = []
+    for start in range(0, episode.length, batch):
+        stop = min(start + batch, episode.length)
+        frames = np.stack(
+            [
+                np.stack(
+                    [
+                        prepare_image(center_crop(episode.frame(cam, t), crop_ratio), c.image_size).transpose(
+                            2, 0, 1
+                        )
+                        for cam in c.camera_names
+                    ]
+                )
+                for t in range(start, stop)
+            ]
+        )  # (b, N, 3, S, S) uint8
+        pixels = torch.from_numpy(frames).to(policy.device, torch.float32) / 255.0
+        out.append(policy.backbone.tower_features(pixels).to("cpu", torch.float16))
+    return torch.cat(out)
+
+
+def build_cache(
+    policy: Any, dataset: str | Path, episodes: Sequence[int], crop_ratio: float, root: str | Path
+) -> dict[int, torch.Tensor]:
+    """Feature maps of ``episodes`` ({episode: (L, N, C, h, w) float16}), read from ``root`` when a
+    matching cache is there, otherwise computed and written."""
+    from safetensors.torch import load_file, save_file
+
+    root = Path(root)
+    info = load_info(dataset)
+    desc = describe(policy, dataset, crop_ratio)
+    manifest = root / MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text()) != desc:
+        raise ValueError(
+            f"feature cache {root} was made for another tower, dataset or view ({manifest}); delete it"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(desc, indent=1) + "\n")
+    policy.eval()
+    cache: dict[int, torch.Tensor] = {}
+    todo = [e for e in episodes if not (root / f"episode_{e:06d}.safetensors").is_file()]
+    tick = time.perf_counter()
+    for k, e in enumerate(episodes):
+        path = root / f"episode_{e:06d}.safetensors"
+        if path.is_file():
+            cache[e] = load_file(str(path))["features"]
+            continue
+        maps = episode_features(policy, EpisodeFile(Path(dataset) / info.episodes[e]["file"]), crop_ratio)
+        save_file({"features": maps.contiguous()}, str(path))
+        cache[e] = maps
+        if k % 20 == 0:
+            print(f"feature cache: {k + 1}/{len(episodes)} episodes", file=sys.stderr)
+    if todo:
+        frames = sum(int(cache[e].shape[0]) for e in todo)
+        took = time.perf_counter() - tick
+        print(f"feature cache: {frames} frames x {len(policy.config.camera_names)} cameras in {took:.0f} s",
+              file=sys.stderr)  # fmt: skip
+    policy.train()
+    return cache
+
+
+class CachedFeatureDataset(torch.utils.data.Dataset):
+    """Samples of ``EpisodeDataset`` with cached ``features`` (N, C, h, w) instead of images.
+
+    shift: random translation of each camera's map by up to ``shift`` cells (edge cells
+    repeated), a geometric augmentation in feature space; 0 in evaluation.
+    """
+
+    def __init__(
+        self,
+        dataset: str | Path,
+        cache: dict[int, torch.Tensor],
+        episodes: Sequence[int],
+        chunk_len: int,
+        shift: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(dataset)
+        self.info = load_info(dataset)
+        self.cache = cache
+        self.chunk_len = chunk_len
+        self.shift = shift
+        self._rng = np.random.default_rng(seed)
+        self.meta: dict[int, tuple[np.ndarray, np.ndarray, str]] = {}
+        index = []
+        for e in episodes:
+            ep = EpisodeFile(self.root / self.info.episodes[e]["file"])
+            self.meta[e] = (np.asarray(ep.action), np.asarray(ep.state, dtype=np.float32), ep.instruction)
+            index.extend((e, int(t)) for t in np.nonzero(ep.valid)[0])
+        self.index = np.asarray(index, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def reseed(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def _shifted(self, maps: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) -> the same with each camera's map moved by up to ``shift`` cells."""
+        s = self.shift
+        padded = torch.nn.functional.pad(maps, (s, s, s, s), mode="replicate")  # (N, C, h+2s, w+2s)
+        h, w = maps.shape[-2:]
+        out = torch.empty_like(maps)
+        for i in range(maps.shape[0]):
+            dy, dx = (int(v) for v in self._rng.integers(0, 2 * s + 1, size=2))
+            out[i] = padded[i, :, dy : dy + h, dx : dx + w]
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        e, t = (int(v) for v in self.index[i])
+        actions, states, instruction = self.meta[e]
+        window, pad = action_window(actions, t, self.chunk_len)
+        maps = self.cache[e][t].float()  # (N, C, h, w)
+        if self.shift:
+            maps = self._shifted(maps)
+        return {
+            "features": maps,
+            "state": torch.from_numpy(states[t]),
+            "actions": torch.from_numpy(window),
+            "action_pad": torch.from_numpy(pad),
+            "instruction": instruction,
+        }
+
+
+def collate_features(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """List of cached-feature samples -> batch (features (B, N, C, h, w), state, actions, action_pad, instruction)."""
+    keys = ("features", "state", "actions", "action_pad")
+    batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
+    batch["instruction"] = [s["instruction"] for s in samples]
+    return batch

@@ -219,3 +219,11 @@ def test_clip_tower_keypoints_read_the_patch_grid():
     loss = policy(_batch(policy.config), generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert policy.head.condition.spatial[0].proj.weight.grad.abs().sum() > 0
+
+
+def test_lora_leaves_a_conv_tower_alone():
+    policy = _policy(image_size=64)
+    counts = policy.apply_lora()
+    assert set(counts) == {"llm"} and counts["llm"] > 0
+    assert not any(p.requires_grad for p in policy.backbone.vision.parameters())
+    assert all(p.requires_grad for p in policy.head.condition.spatial.parameters())

@@ -98,7 +98,7 @@ def build_tower(config: TinyVLAConfig, pretrained: bool) -> tuple[nn.Module, tup
     v = config.vision
     if v.tower == "efficientnet_lite0":
         tower = EfficientNetLite0Features(v.feature_stride)
-        if pretrained:
+        if pretrained and not tower._conv_stem.weight.is_meta:  # meta: sizes only (tinyvla-model info)
             tower.load_imagenet()
         return tower, IMAGENET_MEAN, IMAGENET_STD
     if v.tower == "conv":

@@ -55,7 +55,7 @@ def _inject(part: nn.Module, targets: tuple[str, ...], settings: LoraSettings) -
 
 
 def inject_lora(backbone: nn.Module, settings: LoraSettings) -> dict[str, int]:
-    """Add LoRA to ``backbone.llm`` and ``backbone.vision``; freeze their base weights.
+    """Add LoRA to ``backbone.llm`` and ``backbone.vision`` (a CLIP tower); freeze their base weights.
 
     Returns the number of adapted Linear layers per part, e.g. {"llm": 24, "vision": 138}.
     """
@@ -63,7 +63,9 @@ def inject_lora(backbone: nn.Module, settings: LoraSettings) -> dict[str, int]:
         raise RuntimeError("LoRA is already applied; merge_lora() first to apply it again")
     counts = {}
     training = backbone.training
-    for part_name in ("llm", "vision"):
+    # A conv tower has no transformer Linears: it keeps its own trainability (vision.frozen).
+    parts = ("llm", "vision") if backbone.config.vision.tower == "clip" else ("llm",)
+    for part_name in parts:
         part = getattr(backbone, part_name)
         counts[part_name] = _inject(part, settings.targets(part_name), settings)
         for name, param in part.named_parameters():

@@ -90,3 +90,52 @@ def test_ema_and_feature_options_are_checked(demo_dataset, tmp_path):
     with pytest.raises(ValueError, match="feature_shift"):
         _cfg(demo_dataset, tmp_path / "x", feature_shift=-1)
     assert np.isfinite(_cfg(demo_dataset, tmp_path / "x").ema_max_decay)
+
+
+def test_aux_steps_end_at_the_first_grasp():
+    from tinyvla_ros.data.aux_targets import aux_steps
+
+    def actions(grip):
+        return np.stack([np.zeros(len(grip)), np.asarray(grip, dtype=float)], axis=1)
+
+    assert aux_steps(actions([1, 1, 1, 1, 1, 0, 0, 1, 1, 1]), 1, 1.0) == 5
+    assert aux_steps(actions([0, 0, 1, 1, 1, 1, 1, 1, 0, 0]), 1, 1.0) == 8  # closed at the start: not a grasp
+    assert aux_steps(actions([0] * 10), 1, 0.4) == 4  # never opens: the fraction limit
+    assert aux_steps(actions([1] * 10), 1, 0.25) == 3
+
+
+def test_aux_object_targets_come_from_the_recorded_scene(demo_dataset):
+    from tinyvla_ros.data.aux_targets import AUX_FILE, CENTRE, SCALE, dataset_targets
+    from tinyvla_ros.sim import make_env
+
+    targets = dataset_targets(demo_dataset)
+    assert (demo_dataset / AUX_FILE).is_file() and sorted(targets) == [0, 1, 2]
+    env = make_env("franka", image_width=8, image_height=8)
+    try:
+        env.reset("pick_red_cube", 1)  # the second demo episode (conftest DEMO_EPISODES)
+        red = env.task_state()["red_cube_pos"][:2]
+    finally:
+        env.close()
+    xy, steps = targets[1]
+    assert xy.shape == (10,) and np.allclose(xy[:2] * SCALE + np.asarray(CENTRE["franka"]), red, atol=1e-5)
+    assert 10 < steps < 60  # the approach, before the grasp
+    assert dataset_targets(demo_dataset)[1][1] == steps  # read back from the cache file
+
+
+def test_aux_loss_trains_the_condition_on_object_positions(demo_dataset, tmp_path):
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    final = Trainer(_cfg(demo_dataset, tmp_path / "aux", aux_objects=1.0, ema=False)).run()
+    policy = TinyVLAPolicy.from_pretrained(final)
+    assert policy.config.aux_dim == 10 and policy.config.aux_weight == 1.0
+    cond = torch.randn(4, policy.config.cond_dim, requires_grad=True)
+    target = torch.randn(4, 10)
+    none = policy.aux_loss(cond, target, torch.zeros(4, dtype=torch.bool))
+    some = policy.aux_loss(cond, target, torch.tensor([True, False, False, False]))
+    assert float(none) == 0.0 and float(some) > 0.0
+    some.backward()
+    assert cond.grad[0].abs().sum() > 0 and cond.grad[1:].abs().sum() == 0
+    with pytest.raises(ValueError, match="aux_objects"):
+        _cfg(demo_dataset, tmp_path / "x", aux_objects=-1.0)
+    with pytest.raises(ValueError, match="frozen tower"):
+        Trainer(_cfg(demo_dataset, tmp_path / "y", aux_objects=1.0, preset="nano", overrides={})).run()

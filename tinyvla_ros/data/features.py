@@ -9,7 +9,8 @@ trains the rest of the model on the stored maps. The cache is written to
 reused on ``--resume`` when its description (tower weights, image size, crop, cameras) matches.
 
 A sample (``CachedFeatureDataset``) is the episode sample of ``EpisodeDataset`` with
-``features`` (N, C, h, w) float32 in place of ``images``.
+``features`` (N, C, h, w) float32 in place of ``images`` (and, with sim-only auxiliary targets,
+``aux`` (aux_dim,) and ``aux_mask``: data/aux_targets.py).
 """
 
 from __future__ import annotations
@@ -135,12 +136,14 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         chunk_len: int,
         shift: int = 0,
         seed: int = 0,
+        aux: dict[int, tuple[np.ndarray, int]] | None = None,
     ) -> None:
         self.root = Path(dataset)
         self.info = load_info(dataset)
         self.cache = cache
         self.chunk_len = chunk_len
         self.shift = shift
+        self.aux = aux
         self._rng = np.random.default_rng(seed)
         self.meta: dict[int, tuple[np.ndarray, np.ndarray, str]] = {}
         index = []
@@ -174,18 +177,25 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         maps = self.cache[e][t].float()  # (N, C, h, w)
         if self.shift:
             maps = self._shifted(maps)
-        return {
+        sample = {
             "features": maps,
             "state": torch.from_numpy(states[t]),
             "actions": torch.from_numpy(window),
             "action_pad": torch.from_numpy(pad),
             "instruction": instruction,
         }
+        if self.aux is not None:  # sim-only object coordinates, valid before anything moved
+            targets, steps = self.aux[e]
+            sample["aux"] = torch.from_numpy(targets)
+            sample["aux_mask"] = torch.tensor(t < steps)
+        return sample
 
 
 def collate_features(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """List of cached-feature samples -> batch (features (B, N, C, h, w), state, actions, action_pad, instruction)."""
-    keys = ("features", "state", "actions", "action_pad")
+    keys = ("features", "state", "actions", "action_pad") + (
+        ("aux", "aux_mask") if "aux" in samples[0] else ()
+    )
     batch = {k: torch.stack([s[k] for s in samples]) for k in keys}
     batch["instruction"] = [s["instruction"] for s in samples]
     return batch

@@ -91,6 +91,7 @@ class TrainConfig:
     cache_features: bool = True
     feature_shift: int = 0
     ema: bool = False
+    aux_objects: float = 0.0
     ema_power: float = 0.75
     ema_max_decay: float = 0.9999
 
@@ -114,6 +115,8 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.aux_objects) and 0 <= self.aux_objects <= 100):
+            raise ValueError(f"TrainConfig.aux_objects must be in [0, 100], got {self.aux_objects!r}")
         if not (0 < self.ema_power <= 1 and 0 < self.ema_max_decay < 1):
             raise ValueError(
                 f"TrainConfig: ema_power in (0, 1] and ema_max_decay in (0, 1) needed; got "
@@ -179,6 +182,10 @@ def build_policy(cfg: TrainConfig, info: Any, normalizer: Normalizer) -> Any:
         "center_crop": cfg.augment.crop_ratio,
         **cfg.overrides,
     }
+    if cfg.aux_objects:
+        from tinyvla_ros.data.aux_targets import aux_dim
+
+        robot.update(aux_dim=aux_dim(info.robot), aux_weight=cfg.aux_objects)
     if cfg.init:
         from tinyvla_ros.vla.llava_pythia import load_llava_pythia
 
@@ -293,14 +300,19 @@ def make_cached_loaders(cfg: TrainConfig, policy: Any, out: Path, start: int) ->
     train_eps, val_eps = split_episodes(len(info.episodes), cfg.val_fraction, cfg.seed)
     cache = build_cache(policy, cfg.dataset, train_eps + val_eps, cfg.augment.crop_ratio, out / CACHE_DIR)
     chunk = policy.config.chunk_len
+    aux = None
+    if policy.config.aux_dim:  # sim-only object coordinates (data/aux_targets.py)
+        from tinyvla_ros.data.aux_targets import dataset_targets
+
+        aux = dataset_targets(cfg.dataset)
     train_ds = CachedFeatureDataset(
-        cfg.dataset, cache, train_eps, chunk, shift=cfg.feature_shift, seed=cfg.seed
+        cfg.dataset, cache, train_eps, chunk, shift=cfg.feature_shift, seed=cfg.seed, aux=aux
     )
     sampler = StepBatches(len(train_ds), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum)
     loader = torch.utils.data.DataLoader(
         SeededDataset(train_ds), batch_sampler=sampler, collate_fn=collate_features, num_workers=0
     )
-    val_ds = CachedFeatureDataset(cfg.dataset, cache, val_eps, chunk) if val_eps else None
+    val_ds = CachedFeatureDataset(cfg.dataset, cache, val_eps, chunk, aux=aux) if val_eps else None
     return loader, val_ds, train_eps, val_eps
 
 
@@ -521,6 +533,10 @@ class Trainer:
         cfg = self.cfg
         self._prepare_output()
         config = self.policy.config
+        if config.aux_dim and not (config.vision.frozen and cfg.cache_features):
+            raise ValueError(
+                "--aux-objects needs a frozen tower with cached features (e.g. --preset cpu-lite0)"
+            )
         if config.vision.frozen and cfg.cache_features:
             from tinyvla_ros.data.features import collate_features
 
@@ -686,6 +702,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature-shift", type=int, default=d.feature_shift, help="cached features: random shift (cells)"
     )
     p.add_argument(
+        "--aux-objects",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="sim-only: add an object-position loss on the condition with this weight (data/aux_targets.py)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -730,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
             augment=AugmentConfig(enabled=not args.no_augment, crop_ratio=args.crop_ratio),
             overrides=parse_overrides(args.set), ema=args.ema, ema_power=args.ema_power,
             cache_features=not args.no_feature_cache, feature_shift=args.feature_shift,
+            aux_objects=args.aux_objects,
         )  # fmt: skip
         final = Trainer(cfg).run()
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:

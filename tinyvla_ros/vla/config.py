@@ -278,6 +278,8 @@ class TinyVLAConfig:
     spatial_keypoints: K > 0 adds, per camera, K spatial-softmax keypoints of the vision tower's
     feature map (2K numbers) to the condition beside the pooled LLM embedding and the state;
     0 is the paper's pooled-only condition (the S/B/H presets and Llava-Pythia checkpoints).
+    aux_dim, aux_weight: a sim-only auxiliary loss (data/aux_targets.py): a Linear from the condition
+    to aux_dim object coordinates, its MSE added to the diffusion loss with aux_weight (0: none).
     timestep_spacing: DDIM's inference steps ("leading": diffusers' default, sampling starts at
     t = 90 of 100 with 10 steps; "trailing" starts at t = 99, the fully noised end).
     """
@@ -297,6 +299,8 @@ class TinyVLAConfig:
     pooling: str = "masked"
     spatial_keypoints: int = 0
     timestep_spacing: str = "leading"
+    aux_dim: int = 0
+    aux_weight: float = 0.0
     prompt_template: str = DEFAULT_PROMPT
     max_text_tokens: int = 64
     tokenizer: str = "external"
@@ -316,6 +320,8 @@ class TinyVLAConfig:
         _check_choice("config", "pooling", self.pooling, POOLINGS)
         _check_int("config", "spatial_keypoints", self.spatial_keypoints, 0)
         _check_choice("config", "timestep_spacing", self.timestep_spacing, TIMESTEP_SPACINGS)
+        _check_int("config", "aux_dim", self.aux_dim, 0)
+        _check_float("config", "aux_weight", self.aux_weight, 0.0, 100.0)
         _check_choice("config", "tokenizer", self.tokenizer, TOKENIZERS)
         if not isinstance(self.projector_type, str) or not _PROJECTOR_RE.match(self.projector_type):
             raise ValueError(

@@ -219,3 +219,5 @@ class ActionHead(nn.Module):
             c.vision.feature_channels,
         )
         self.unet = ConditionalUnet1D(c.action_dim, c.llm.hidden_size, c.head)
+        if c.aux_dim:  # sim-only auxiliary readout (training): condition -> object coordinates
+            self.aux = nn.Linear(c.llm.hidden_size, c.aux_dim)

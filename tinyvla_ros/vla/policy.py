@@ -349,7 +349,18 @@ class TinyVLAPolicy(nn.Module):
         steps = torch.randint(0, self.config.num_train_steps, (b,), generator=generator, device=dev)
         noisy = ddpm.add_noise(target, noise, steps)
         eps = self.denoise(noisy, steps, condition).float()
-        return masked_mse(eps, noise, batch.get("action_pad"))
+        loss = masked_mse(eps, noise, batch.get("action_pad"))
+        if self.config.aux_dim and self.config.aux_weight and "aux" in batch:
+            loss = loss + self.config.aux_weight * self.aux_loss(condition, batch["aux"], batch["aux_mask"])
+        return loss
+
+    def aux_loss(self, condition: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Sim-only auxiliary loss: MSE of the Linear readout of ``condition`` (B, C) against the
+        object coordinates ``target`` (B, aux_dim), over the samples where ``mask`` (B,) is True."""
+        pred = self.head.aux(condition).float()  # (B, aux_dim)
+        weight = mask.to(pred.device, pred.dtype).unsqueeze(-1)  # (B, 1)
+        sq = (pred - target.to(pred.device, pred.dtype)) ** 2 * weight
+        return sq.sum() / (weight.sum() * pred.shape[-1]).clamp_min(1.0)
 
     # ------------------------------------------------------------------ inference
     @contextlib.contextmanager

@@ -49,18 +49,35 @@ def main() -> None:
         result["label"] = label
         results.append(result)
         print(json.dumps(result), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print(
-        "| condition | mean predictor | linear readout, untrained | trained pathway | keypoints alone after training | s |"
-    )
-    print("|---|---|---|---|---|---|")
+    write_table(results, Path(args.out))
+
+
+COLUMNS = ["condition", "mean predictor (cm)", "linear readout, untrained (cm)", "pathway trained (cm)",
+           "keypoints alone after training (cm)", "s"]  # fmt: skip
+
+
+def write_table(results: list[dict], out: Path) -> None:
+    """Print the Markdown table and write it in run_all.py's results format (rendered into RESULTS.md)."""
+    rows = []
     for r in results:
         kp = r.get("after_training_keypoints_linear_cm")
-        print(
-            f"| {r['label']} | {r['mean_predictor_cm']:.2f} cm | {r['condition_linear_cm']:.2f} cm | "
-            f"{r['condition_trained_cm']:.2f} cm | {'-' if kp is None else f'{kp:.2f} cm'} | {r['seconds']:.0f} |"
-        )
+        rows.append([r["label"], f"{r['mean_predictor_cm']:.2f}", f"{r['condition_linear_cm']:.2f}",
+                     f"{r['condition_trained_cm']:.2f}", "-" if kp is None else f"{kp:.2f}", f"{r['seconds']:.0f}"])  # fmt: skip
+    first = results[0]
+    table = {
+        "caption": f"held-out error of the red cube's xy, {first['scenes_fit']} scenes fitted, "
+        f"{first['scenes_held_out']} held out, {first['trained_steps']} training steps",
+        "columns": COLUMNS,
+        "rows": rows,
+    }
+    notes = ["tinyvla-probe's readouts on one set of rendered Franka scenes per image size, one CPU thread."]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"title": "Localisation probe (benchmarks/probe_table.py)", "tables": [table], "notes": notes}
+    out.write_text(json.dumps({**payload, "raw": results}, indent=1) + "\n")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

@@ -359,12 +359,10 @@ def save_animation(
 
     lead = frames[cameras[0]][:max_frames]
     t0 = lead[0][0]
+    stamps = {cam: np.array([t for t, _ in frames[cam]]) for cam in cameras}
     pictures = []
     for stamp, _ in lead:
-        row = []
-        for cam in cameras:
-            times = np.array([t for t, _ in frames[cam]])
-            row.append(frames[cam][int(np.abs(times - stamp).argmin())][1])
+        row = [frames[cam][int(np.abs(stamps[cam] - stamp).argmin())][1] for cam in cameras]
         height = max(img.shape[0] for img in row)
         row = [np.pad(img, ((0, height - img.shape[0]), (0, 2), (0, 0))) for img in row]
         picture = Image.fromarray(np.concatenate(row, axis=1)[:, :-2])

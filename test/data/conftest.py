@@ -35,6 +35,17 @@ def demo_dataset(demo_bags, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one thread for the test (the machine is shared), the previous count restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def ros():
     """A fresh RosHarness per test."""
     pytest.importorskip("rclpy")

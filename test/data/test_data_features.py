@@ -14,13 +14,7 @@ from tinyvla_ros.data.features import CACHE_DIR, MANIFEST, CachedFeatureDataset,
 from tinyvla_ros.data.train import EMA_FILE, TrainConfig, Trainer, normalizer_from_stats  # noqa: E402
 from tinyvla_ros.data.training import EpisodeDataset, SampleConfig  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(dataset, out, **kw):

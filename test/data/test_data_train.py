@@ -35,13 +35,7 @@ from tinyvla_ros.data.training import (  # noqa: E402
     split_episodes,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_action_window_pads_past_the_episode_end():

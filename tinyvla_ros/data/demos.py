@@ -66,13 +66,15 @@ def graph_parameters(setup: str) -> dict[str, Any]:
         raise ValueError(f"{path}: no '/**/tinyvla_policy: ros__parameters' section") from exc
 
 
-def camera_size(setup: str) -> tuple[int, int]:
-    """(width, height) of the fake robot's cameras in config/<setup>.yaml: the resolution demos are
-    recorded at and policies are evaluated with unless a command says otherwise."""
+def camera_size(setup: str, width: int = 0, height: int = 0) -> tuple[int, int]:
+    """(width, height) given, or (when either is <= 0) the fake robot's cameras in config/<setup>.yaml:
+    the resolution demos are recorded at and policies are evaluated with unless a command says otherwise."""
     import yaml
 
     from tinyvla_ros.paths import config_dir
 
+    if width > 0 and height > 0:
+        return width, height
     if setup not in SETUPS:
         raise ValueError(f"setup must be one of {list(SETUPS)}, got {setup!r}")
     params = yaml.safe_load((config_dir() / f"{setup}.yaml").read_text())
@@ -126,8 +128,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.setup not in SETUPS:
             raise ValueError(f"DemoConfig.setup must be one of {list(SETUPS)}, got {self.setup!r}")
-        if self.image_width <= 0 or self.image_height <= 0:  # 0: the fake's cameras in the params file
-            self.image_width, self.image_height = camera_size(self.setup)
+        self.image_width, self.image_height = camera_size(self.setup, self.image_width, self.image_height)
         if not self.seeds or any(int(s) < 0 for s in self.seeds):
             raise ValueError(f"DemoConfig.seeds must be non-negative ints, got {self.seeds!r}")
         if self.substeps < 1 or self.hold_steps < 0:

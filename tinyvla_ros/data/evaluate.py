@@ -212,11 +212,9 @@ def evaluate(checkpoint: str | Path, cfg: EvalConfig | None = None, progress: bo
     }
     engine = load_engine(checkpoint, cfg.engine, cfg.device, "fp32", expected, cfg.num_threads)
     dt = float(params.get("action_dt", 0.05))
-    width, height = cfg.image_width, cfg.image_height
-    if width <= 0 or height <= 0:  # the fake's cameras in the params file
-        from tinyvla_ros.data.demos import camera_size
+    from tinyvla_ros.data.demos import camera_size
 
-        width, height = camera_size(cfg.setup)
+    width, height = camera_size(cfg.setup, cfg.image_width, cfg.image_height)  # 0: the params file's
     env = make_env(cfg.setup, image_width=width, image_height=height, control_dt=dt)
     results = EvalResults(cfg.setup, str(checkpoint))
     try:

@@ -111,7 +111,7 @@ def render_scenes(cfg: ProbeConfig, policy: Any) -> Scenes:
     from tinyvla_ros.sim.tasks import get_task, task_names
 
     tasks = list(cfg.tasks or task_names(cfg.setup)[:1])
-    width, height = (cfg.image_width, cfg.image_height) if cfg.image_width else camera_size(cfg.setup)
+    width, height = camera_size(cfg.setup, cfg.image_width, cfg.image_height)
     env = make_env(cfg.setup, image_width=width, image_height=height)
     pixels, instructions, targets = [], [], []
     try:

@@ -362,6 +362,8 @@ class Trainer:
             self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        # the weights the optimizer trains (fixed from here on): what the EMA averages
+        self.trainable = [p for p in self.policy.parameters() if p.requires_grad]
         self.ema = self._make_ema() if cfg.ema else None
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
@@ -371,8 +373,9 @@ class Trainer:
         """diffusers' EMAModel over the trainable weights (Diffusion Policy's warm-up: power 0.75)."""
         from diffusers.training_utils import EMAModel
 
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        return EMAModel(params, decay=self.cfg.ema_max_decay, use_ema_warmup=True, power=self.cfg.ema_power)
+        return EMAModel(
+            self.trainable, decay=self.cfg.ema_max_decay, use_ema_warmup=True, power=self.cfg.ema_power
+        )
 
     @contextlib.contextmanager
     def _ema_weights(self) -> Iterator[None]:
@@ -380,13 +383,12 @@ class Trainer:
         if self.ema is None:
             yield
             return
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.ema.store(params)
-        self.ema.copy_to(params)
+        self.ema.store(self.trainable)
+        self.ema.copy_to(self.trainable)
         try:
             yield
         finally:
-            self.ema.restore(params)
+            self.ema.restore(self.trainable)
 
     # ------------------------------------------------------------------ bookkeeping
     def _prepare_output(self) -> None:
@@ -509,7 +511,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.step([p for p in self.policy.parameters() if p.requires_grad])
+            self.ema.step(self.trainable)
         return total
 
     @torch.no_grad()
@@ -595,7 +597,7 @@ class Trainer:
             shutil.rmtree(final)
         policy = self.policy
         if self.ema is not None:  # deploy the averaged weights
-            self.ema.copy_to([p for p in policy.parameters() if p.requires_grad])
+            self.ema.copy_to(self.trainable)
         if policy.lora_applied:
             policy.merge_lora()
         policy.to("cpu").eval()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from tinyvla_ros.ros.cameras.realsense_node import RealSenseNode, RealSenseNodeConfig
@@ -77,7 +77,7 @@ def run_scenario(rate_hz: float, seconds: float, queue_size: int) -> dict:
         context=ctx,
         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
     )
-    executor = MultiThreadedExecutor(num_threads=2, context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()

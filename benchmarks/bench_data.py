@@ -68,7 +68,7 @@ def bench_recording(out: Path, seeds: list[int]) -> tuple[list[Path], list[list]
 
 def bench_replay(bag: Path) -> list[list]:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -83,7 +83,7 @@ def bench_replay(bag: Path) -> list[list]:
     rows = []
     context = rclpy.Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    executor = SingleThreadedExecutor(context=context)
     sink = Node("bench_sink", context=context)
     received: list[tuple[float, int]] = []
     qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)

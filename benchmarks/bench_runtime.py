@@ -76,7 +76,7 @@ class Probe:
     def __init__(self, args) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from std_msgs.msg import Float64MultiArray
         from trajectory_msgs.msg import JointTrajectory
 
@@ -110,7 +110,7 @@ class Probe:
         )
         self.node.create_subscription(Float64MultiArray, COMMANDS, self._on_command, reliable_qos(50))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable_qos(50))
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()

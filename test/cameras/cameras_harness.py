@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -17,12 +17,12 @@ RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=Re
 
 
 class RosHarness:
-    """One rclpy context, a multi-threaded executor spinning on a thread, and message listeners."""
+    """One rclpy context, a single-threaded executor spinning on a thread, and message listeners."""
 
     def __init__(self) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.listener = Node("camera_test_listener", context=self.context)
         self.executor.add_node(self.listener)
         self.nodes: list[Node] = []

@@ -79,17 +79,17 @@ def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 class RosHarness:
-    """An rclpy context of its own with a multi-threaded executor spinning on a thread."""
+    """An rclpy context of its own with a single-threaded executor spinning on a thread."""
 
     def __init__(self) -> None:
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.listener = Node("data_test_listener", context=self.context)
         self.executor.add_node(self.listener)
         self.nodes: list[Any] = []

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import rclpy
 import yaml
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from trajectory_msgs.msg import JointTrajectory
 
@@ -100,7 +100,7 @@ class Rig:
         self.policy = PolicyNode(
             context=self.ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
         )
-        self.executor = MultiThreadedExecutor(num_threads=3, context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.executor.add_node(self.policy)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)

@@ -1,6 +1,6 @@
 """DDS test harness for the ROS tests: a rig node in the test process, node processes around it.
 
-``Rig`` owns its own rclpy context and a node spun by a MultiThreadedExecutor on a background
+``Rig`` owns its own rclpy context and a node spun by a SingleThreadedExecutor on a background
 thread. It publishes synthetic camera streams and joint states (tinyvla_ros.ros.synthetic_sensors:
 the real drivers' topic names and encodings), records any topic, reads /diagnostics, calls
 services, and can act as a perfectly tracking position-controlled robot (joint states follow the
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from std_msgs.msg import Float64MultiArray, String
 
 from tinyvla_ros.ros.graph import GraphRunner
@@ -75,7 +75,7 @@ class Rig:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()

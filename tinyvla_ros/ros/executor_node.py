@@ -37,17 +37,25 @@ import time
 import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.clock import Clock, ClockType, JumpThreshold
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from tinyvla_ros.core.realtime import (
+    MonotonicClock,
+    RealtimeConfig,
+    SlackGc,
+    SteppedClock,
+    TickThread,
+    apply_realtime,
+    describe,
+)
 from tinyvla_ros.core.robots import load_robot_spec
-from tinyvla_ros.core.stats import LatencyStats
 from tinyvla_ros.ros.command_guard import CommandGuard, CommandGuardConfig, Endpoint, node_fqn
 from tinyvla_ros.ros.control import ActuationGate, ControlLoop, FaultChecks, TickResult
 from tinyvla_ros.ros.conversions import (
@@ -76,7 +84,14 @@ NODE_NAME = "tinyvla_executor"
 
 
 class ExecutorNode(Node):
-    """Runs the ControlLoop on a timer and publishes previews and controller commands."""
+    """Runs the ControlLoop in a deadline thread and publishes previews and controller commands.
+
+    Subscriptions, services and the guard/diagnostics timers run on the node's (single-threaded)
+    executor; the control tick runs in its own ``TickThread`` (tinyvla_ros.core.realtime) on
+    absolute deadlines of the node's clock: ``time.monotonic`` on wall time, the sim clock (woken
+    by its updates) with ``use_sim_time``. ``go_realtime()`` (called by ``main``, not by tests
+    that host the node in their own process) applies the ``realtime.*`` settings.
+    """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
@@ -86,14 +101,12 @@ class ExecutorNode(Node):
         guard_cfg = declare_dataclass(self, CommandGuardConfig, prefix="guard.")
         self.guard = CommandGuard(guard_cfg, self.get_fully_qualified_name(), self.get_namespace())
         self._guard_refreshed = 0.0
+        self.realtime = declare_dataclass(self, RealtimeConfig, prefix="realtime.")
         self.diag = DiagnosticState()
-        self.period = LatencyStats(window=2000)
-        self._lock = threading.Lock()  # guards loop and actuation state across callback groups
+        self._lock = threading.Lock()  # guards loop and actuation state: the tick thread vs callbacks
         self._gripper_state: dict[int, bool] = {}  # arm -> closed, as last sent
-        self._last_tick = None
         self._status = None
         self._mode = ("", "")
-        inputs, control, services = (MutuallyExclusiveCallbackGroup() for _ in range(3))
         self._make_outputs()
         self._status_pub = self.create_publisher(String, "~/status", latched_qos())
         # committed steps for the policy's inpainting: JointTrajectory, header.stamp = first step's time
@@ -102,28 +115,54 @@ class ExecutorNode(Node):
         )
         self._committed_next = -float("inf")
         qos = sensor_qos(QosConfig(self.cfg.qos_reliability, 10))
-        self.create_subscription(
-            JointTrajectory, self.cfg.chunk_topic, self._on_chunk, reliable_qos(10), callback_group=inputs
-        )
-        self.create_subscription(
-            JointState, self.cfg.joint_states_topic, self._on_joint_state, qos, callback_group=inputs
-        )
-        self.create_service(SetBool, "~/enable", self._on_enable, callback_group=services)
-        self.create_service(Trigger, "~/stop", self._on_stop, callback_group=services)
+        self.create_subscription(JointTrajectory, self.cfg.chunk_topic, self._on_chunk, reliable_qos(10))
+        self.create_subscription(JointState, self.cfg.joint_states_topic, self._on_joint_state, qos)
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.create_service(Trigger, "~/stop", self._on_stop)
         self._diag_pub = DiagnosticsPublisher(
             self,
             f"{self.get_name()}: executor",
             self.get_fully_qualified_name(),
             self.cfg.diagnostics_period,
             self.report,
-            callback_group=services,
         )
         self.gate = ActuationGate(self.cfg.enable_actuation, self.output.repeat_hold)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(guard_cfg.period, self._check_guard, callback_group=services, clock=steady)
+        self.create_timer(guard_cfg.period, self._check_guard, clock=steady)
         if self.cfg.enable_actuation:
             self.get_logger().warning("enable_actuation is true: commands go to the controllers")
-        self.create_timer(1.0 / self.cfg.control_rate, self._on_tick, callback_group=control)
+        self.ticker = TickThread(self._on_tick, 1.0 / self.cfg.control_rate, self._tick_clock())
+        self.ticker.start()
+
+    def _tick_clock(self):
+        """Deadlines on time.monotonic, or on the sim clock (woken by each /clock update)."""
+        clock = self.get_clock()
+        if not clock.ros_time_is_active:
+            return MonotonicClock()
+        stepped = SteppedClock(self._now)
+        threshold = JumpThreshold(
+            min_forward=Duration(nanoseconds=1), min_backward=Duration(nanoseconds=-1), on_clock_change=True
+        )
+        self._jump_handle = clock.create_jump_callback(threshold, post_callback=lambda _: stepped.notify())
+        return stepped
+
+    def go_realtime(self) -> None:
+        """Apply ``realtime.*`` to this process and its tick thread; collect garbage in its slack."""
+        lines = apply_realtime(self.realtime, self.ticker.native_id)
+        log = self.get_logger()
+        for applied, text in lines:
+            (log.info if applied else log.warning)(text)
+        if not lines:
+            log.info(describe(lines))
+        gc_policy = SlackGc(self.realtime.gc_full_every)
+        gc_policy.start()
+        self.ticker.gc = gc_policy
+
+    def destroy_node(self) -> None:
+        self.ticker.stop()
+        if self.ticker.gc is not None:
+            self.ticker.gc.stop()
+        super().destroy_node()
 
     def _make_outputs(self) -> None:
         cfg, loop = self.cfg, self.loop
@@ -274,10 +313,6 @@ class ExecutorNode(Node):
             self.get_logger().error(f"control tick failed, no command sent: {type(exc).__name__}: {exc}")
 
     def _tick(self) -> None:
-        tick_start = time.monotonic()
-        if self._last_tick is not None:
-            self.period.add(tick_start - self._last_tick)
-        self._last_tick = tick_start
         now = self._now()
         with self._lock:
             hold_reason = self.gate.stopping or self.guard.refusing
@@ -377,13 +412,18 @@ class ExecutorNode(Node):
             executor_counters = self.loop.executor.counters.as_dict()
             idle_status = {"mode": "starting", "reason": "", "actuation": self.gate.actuating}
             status = dict(self._status or idle_status)
+        if self.ticker.error is not None:
+            error = self.ticker.error
+            problems = [
+                ("control", "error", f"tick thread ended: {type(error).__name__}: {error}"),
+                *problems,
+            ]
         if status["mode"] == "idle":
             problems = [("joint_states", "error", status["reason"]), *problems]
         elif status["mode"] == "hold":
             problems = [*problems, ("watchdog", "warn", f"holding: {status['reason']}")]
         problems.sort(key=lambda p: {"error": 0, "warn": 1}.get(p[1], 2))
         level, message = summarize(problems, f"{status['mode']} (actuation {status['actuation']})")
-        period = self.period.summary(1e3)
         latency = self.loop.latency.summary(1e3)
         values = {
             "mode": status["mode"],
@@ -393,9 +433,9 @@ class ExecutorNode(Node):
             "gripper_output": self.gripper_kind,
             "execution_mode": self.cfg.execution_mode,
             "control_rate_hz": self.cfg.control_rate,
-            "control_period_p50_ms": period["p50"],
-            "control_period_p99_ms": period["p99"],
-            "control_period_max_ms": period["max"],
+            **self.ticker.stats.summary_ms(),
+            "ticks_skipped": self.ticker.stats.skipped,
+            "tick_clock_jumps": self.ticker.stats.jumps,
             "obs_to_command_latency_p50_ms": latency["p50"],
             "obs_to_command_latency_p99_ms": latency["p99"],
             "safety_clamps_total": sum(clamps.values()),
@@ -417,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as exc:  # a bad parameter or robot spec
             print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
             return 2
-        executor = MultiThreadedExecutor(num_threads=3)
+        node.go_realtime()
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -47,7 +47,7 @@ from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -648,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(
             target=spin_until_shutdown, args=(io_executor,), name="tinyvla-fake-robot-io", daemon=True
         ).start()
-        executor = MultiThreadedExecutor(num_threads=2)
+        # one thread: rclpy's multi-threaded executor spins its wait loop while a callback group
+        # is busy, holding the GIL against the work threads (a core burnt, inference slowed 5x)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         spin_until_shutdown(executor)
     except ValueError as exc:  # a bad parameter: say which and exit non-zero

@@ -121,6 +121,9 @@ class PolicyNodeConfig:
     device: str = _doc("torch device: cpu, cuda, cuda:0 ...", default="cpu")
     precision: str = _doc("fp32 | bf16 | fp16 | int8 (int8: engine onnx on cpu)", default="fp32")
     num_threads: int = _doc("torch intra-op threads, 0 = library default", default=0)
+    nice: int = _doc(
+        "niceness added to the policy process at start (0-19): the executor's ticks come first", default=10
+    )
     warmup_runs: int = _doc("inference runs on blank inputs during configure", default=2)
     instruction: str = _doc("language instruction (the latched topic overrides it)", default="")
     instruction_topic: str = _doc("latched std_msgs/String instruction topic", default="instruction")
@@ -153,6 +156,7 @@ class PolicyNodeConfig:
         _check(bool(self.engine), "engine", self.engine, "must name an inference engine (e.g. torch, onnx)")
         _one_of("precision", self.precision, ("fp32", "bf16", "fp16", "int8"))
         _check(self.num_threads >= 0, "num_threads", self.num_threads, "must be >= 0")
+        _check(0 <= self.nice <= 19, "nice", self.nice, "must be 0-19")
         _check(self.warmup_runs >= 0, "warmup_runs", self.warmup_runs, "must be >= 0")
         _unique_nonempty("camera_names", self.camera_names)
         _unique_nonempty("state_joint_names", self.state_joint_names)

@@ -38,7 +38,7 @@ import numpy as np
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
@@ -47,6 +47,7 @@ from trajectory_msgs.msg import JointTrajectory
 from tinyvla_ros.core.chunking import DelayEstimator, inpaint_prefix
 from tinyvla_ros.core.images import ImageFormatError
 from tinyvla_ros.core.observation import ObservationAssembler, ObservationConfig, Rejection
+from tinyvla_ros.core.realtime import renice_process
 from tinyvla_ros.core.stats import LatencyStats
 from tinyvla_ros.ros.conversions import (
     chunk_to_trajectory,
@@ -458,7 +459,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:  # a bad parameter: say which and exit non-zero
             print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
             return 2
-        executor = MultiThreadedExecutor(num_threads=3)
+        if node.cfg.nice > 0:
+            # every thread below the executor, whose late tick is a stall and a jump at the arm
+            value = renice_process(node.cfg.nice)
+            node.get_logger().info(f"process niceness {value} (parameter nice {node.cfg.nice})")
+        # one thread: rclpy's multi-threaded executor spins its wait loop while a callback group
+        # is busy, holding the GIL against the work threads (a core burnt, inference slowed 5x)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):

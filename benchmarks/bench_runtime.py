@@ -220,8 +220,19 @@ def run(args) -> dict:
             exe.get("obs_to_command_latency_p99_ms"),
         ),
         "inference_ms": (pol.get("inference_latency_p50_ms"), pol.get("inference_latency_p99_ms")),
-        "arrival_period_ms": (pct(periods, 50), pct(periods, 99)),
-        "timer_period_ms": (exe.get("control_period_p50_ms"), exe.get("control_period_p99_ms")),
+        "arrival_period_ms": (pct(periods, 50), pct(periods, 99), float(np.max(periods) * 1e3)),
+        "timer_period_ms": (
+            exe.get("control_period_p50_ms"),
+            exe.get("control_period_p99_ms"),
+            exe.get("control_period_max_ms"),
+        ),
+        "tick_lateness_ms": (
+            exe.get("tick_lateness_p50_ms"),
+            exe.get("tick_lateness_p99_ms"),
+            exe.get("tick_lateness_max_ms"),
+        ),
+        "ticks_skipped": exe.get("ticks_skipped"),
+        "commands_rate_ratio": round(len(commands) / window / args.control_rate, 4),
         "cpu_cores": cpu,
         "clamps": exe.get("safety_clamps_total"),
         "load_average": round(os.getloadavg()[0], 1),
@@ -237,11 +248,21 @@ def to_result(args, r: dict) -> dict:
         ],
         ["end-to-end as the executor sees it (stamp -> publish)", *r["executor_e2e_ms"], ""],
         ["policy inference (predict_chunk)", *r["inference_ms"], f"{r['chunks_per_s']} chunks/s"],
-        [f"command period at {args.control_rate:g} Hz: executor timer", *r["timer_period_ms"], ""],
+        [
+            f"control period at {args.control_rate:g} Hz: executor tick starts",
+            *r["timer_period_ms"][:2],
+            f"max {r['timer_period_ms'][2]}",
+        ],
+        [
+            "tick lateness: deadline -> tick start (executor)",
+            *r["tick_lateness_ms"][:2],
+            f"max {r['tick_lateness_ms'][2]}; {r['ticks_skipped']} deadlines skipped",
+        ],
         [
             f"command period at {args.control_rate:g} Hz: arrival here",
-            *r["arrival_period_ms"],
-            f"{r['commands_per_s']} cmd/s",
+            *r["arrival_period_ms"][:2],
+            f"max {r['arrival_period_ms'][2]:.1f}; {r['commands_per_s']} cmd/s = "
+            f"{r['commands_rate_ratio']:.4f} x the rate",
         ],
     ]
     cpu_rows = [[name, value] for name, value in r["cpu_cores"].items()]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -243,6 +244,11 @@ def summarize(
         if b["mode"] == "hold" != a["mode"]
     )
     period = executor.get("control_period_p50_ms", float("nan"))
+    if isinstance(period, (int, float)) and math.isfinite(period) and period > 0:
+        tick_rate = 1e3 / period
+    else:  # no period figure (none measured yet, or a value that does not parse): count the ticks
+        ticks = sum(delta("tinyvla_executor", executor, f"ticks_{m}") for m in ("run", "hold", "idle"))
+        tick_rate = ticks / cfg.duration if ticks > 0 and cfg.duration > 0 else float("nan")
     return {
         "robot": cfg.robot,
         "task": task,
@@ -255,7 +261,7 @@ def summarize(
         "success_ever": any(monitor.success),
         "success_time_s": fake.get("success_time_s", float("nan")),
         "control_rate_configured_hz": executor.get("control_rate_hz", float("nan")),
-        "control_rate_ticks_hz": 1e3 / period if isinstance(period, float) and period > 0 else float("nan"),
+        "control_rate_ticks_hz": tick_rate,
         "commands_per_s": _rate(monitor.command_times.get(command_topic, [])),
         "command_topic": command_topic,
         "inference_latency_p50_ms": policy.get("inference_latency_p50_ms", float("nan")),

@@ -265,3 +265,29 @@ def test_config_validation_names_the_field(kwargs: dict) -> None:
     field = next(iter(kwargs))
     with pytest.raises(ValueError, match=field):
         ObservationConfig(**args)
+
+
+def test_an_observation_is_returned_once_then_waits_for_newer_frames() -> None:
+    asm = make()
+    feed_state(asm, 0.0, 1.5)
+    feed_cameras(asm, 0.0, 1.0, {})
+    first = asm.assemble(0.99)
+    assert isinstance(first, Observation)
+    again = asm.assemble(1.0)  # no camera has a newer frame: the same observation is not given twice
+    assert isinstance(again, Rejection) and again.code == "already_used"
+    asm.add_image("left", 1.0, frame(500), now=1.005)
+    partial = asm.assemble(1.01)  # only one camera moved on: the anchor (oldest newest) did not
+    assert isinstance(partial, Rejection) and partial.code == "already_used"
+    asm.add_image("right", 1.0, frame(501), now=1.006)
+    fresh = asm.assemble(1.01)
+    assert isinstance(fresh, Observation) and fresh.stamp == pytest.approx(1.0) and fresh.stamp > first.stamp
+    assert asm.rejections.get("already_used") == 2
+
+
+def test_a_stopped_camera_reads_as_stale_not_as_already_used() -> None:
+    asm = make(max_age=0.2)
+    feed_state(asm, 0.0, 2.0)
+    feed_cameras(asm, 0.0, 1.0, {})
+    assert isinstance(asm.assemble(0.99), Observation)
+    late = asm.assemble(1.5)
+    assert isinstance(late, Rejection) and late.code == "stale"

@@ -339,6 +339,57 @@ def test_gripper_hysteresis() -> None:
         GripperHysteresis(0.6, 0.4)
 
 
+def test_gripper_dwell_defaults_to_a_full_stroke_at_top_speed() -> None:
+    ur5 = load_robot_spec("ur5")
+    assert FR3.gripper.min_dwell == pytest.approx(0.08 / 0.1)  # Franka Hand: 80 mm at 0.1 m/s
+    assert ur5.gripper.min_dwell == pytest.approx(0.085 / 0.15, abs=1e-3)  # 2F-85: 85 mm at 150 mm/s
+    assert GripperHysteresis.from_spec(FR3.gripper).min_dwell == FR3.gripper.min_dwell
+    with pytest.raises(ValueError, match="min_dwell"):
+        GripperHysteresis(0.4, 0.6, min_dwell=-1.0)
+
+
+def test_gripper_dwell_defers_a_change_then_makes_it_if_still_asked() -> None:
+    g = GripperHysteresis(0.4, 0.6, min_dwell=0.5)
+    assert g.update(0.0, now=10.0) and g.changed  # close at 10.0
+    assert g.update(1.0, now=10.2) and not g.changed and g.deferred == 1  # open asked too early
+    assert g.update(0.5, now=10.6) and not g.changed  # no longer asked after the dwell: stays closed
+    assert not g.update(1.0, now=10.7) and g.changed  # asked after the dwell: opens
+    assert not g.update(0.0, now=11.1) and g.deferred == 2
+    assert g.update(0.0, now=11.2) and g.changed  # 0.5 s after the last change
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    dwell=st.floats(0.05, 2.0),
+    steps=st.lists(
+        st.tuples(st.floats(0.0, 0.3), st.one_of(st.floats(-1.0, 2.0), st.just(math.nan))),
+        min_size=1,
+        max_size=200,
+    ),
+)
+def test_gripper_decisions_are_at_least_min_dwell_apart(dwell, steps) -> None:
+    """Whatever the action sequence and timing: changes >= min_dwell apart, each one asked for by
+    the action of that update (past the threshold on its side), and no decision lost for good:
+    the state at the end agrees with the last clear request when it came after the dwell."""
+    g = GripperHysteresis(0.4, 0.6, min_dwell=dwell)
+    t, changes, last_request = 0.0, [], None
+    for dt, value in steps:
+        t += dt
+        was = g.closed
+        closed = g.update(value, now=t)
+        if math.isfinite(value) and (value < 0.4 or value > 0.6):
+            last_request = (t, value < 0.4)
+        if g.changed:
+            assert closed != was and math.isfinite(value)
+            assert closed == (value < 0.4) and (value < 0.4 or value > 0.6)
+            changes.append(t)
+        else:
+            assert closed == was
+    assert all(b - a >= dwell - 1e-12 for a, b in zip(changes, changes[1:], strict=False))
+    if last_request is not None and (not changes or last_request[0] - changes[-1] >= dwell):
+        assert g.closed == last_request[1]
+
+
 # ----------------------------------------------------------------- end effector
 POSE_LIMITS = PoseLimits.from_spec(FR3)
 

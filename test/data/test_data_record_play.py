@@ -156,3 +156,21 @@ def test_player_rejects_unknown_topics(ros, tmp_path):
             BagPlayer(PlayerConfig(str(tmp_path / "bag"), start_offset=50.0), context=ros.context)
         )
         player.play()
+
+
+def test_bag_play_command_exits_cleanly_after_playing(tmp_path):
+    """The console script's process ends with 0 after the last message, run after run (its spinning
+    thread used to be inside rcl at interpreter exit: 'terminate called...', exit 134, 7 of 8 runs)."""
+    import subprocess
+    import sys
+
+    write_synthetic_bag(tmp_path / "bag", steps=10, dt=0.05)
+    for _ in range(3):
+        run = subprocess.run(
+            [sys.executable, "-m", "tinyvla_ros.ros.bag_play", str(tmp_path / "bag"), "--rate", "8"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "played 41 messages" in run.stdout and "terminate called" not in run.stderr

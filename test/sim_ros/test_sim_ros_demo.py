@@ -117,3 +117,20 @@ def test_pictures_are_written(tmp_path):
         24,
     )  # a 2-pixel gap between cameras and gif.info["duration"] == 200
     assert not demo.save_animation({}, tmp_path / "none.gif")
+
+
+@pytest.mark.parametrize("period", [10, "nan", None])
+def test_summary_control_rate_is_a_number_whatever_the_period_figure(period):
+    """An integral period, an unmeasured one ('nan') or none at all still gives a tick rate: from the
+    period, else from the tick counters over the duration (the summary once printed 'nan Hz ticks')."""
+    recorded = Recorded()
+    executor = recorded._diag["tinyvla_executor"]
+    if period is None:
+        del executor["control_period_p50_ms"]
+    else:
+        executor["control_period_p50_ms"] = float(period) if period == "nan" else period
+    cfg = demo.DemoConfig()
+    s = demo.summarize(recorded, cfg, "pick_red_cube", "/ck", "RANDOM-INIT nano", "/cmd")
+    expected = 100.0 if period == 10 else 450 / cfg.duration
+    assert s["control_rate_ticks_hz"] == pytest.approx(expected)
+    assert "nan Hz" not in demo.format_summary(s)

@@ -10,10 +10,14 @@ buffer of frames keyed by header stamp. At each inference tick ``assemble(now)``
    has no frames, is frozen, a chosen frame is older than ``max_age`` or the chosen frames
    are further apart than ``max_skew``;
 4. linearly interpolates the joint state to the anchor (or takes the nearest sample within
-   ``max_age``); missing joints, NaN/inf positions or a stale state reject it too.
+   ``max_age``); missing joints, NaN/inf positions or a stale state reject it too;
+5. rejects an anchor that is not newer than the last observation returned (``already_used``,
+   checked after the frame checks, so a stopped camera still reads as ``stale``): one
+   observation gives at most one chunk, so a policy faster than its cameras, or cameras that
+   stopped, never republish chunks from frames already answered.
 
 Rejection codes: ``no_frames``, ``frozen``, ``stale``, ``future``, ``skew``, ``no_state``,
-``bad_state``. All times are float seconds on one clock (the ROS layer converts stamps).
+``bad_state``, ``already_used``. All times are float seconds on one clock (the ROS layer converts stamps).
 Thread-safe: callbacks may add data while a worker thread assembles.
 """
 
@@ -237,6 +241,7 @@ class ObservationAssembler:
         with self._lock:
             self._cams = {n: _CameraBuffer(deque(maxlen=self.cfg.buffer_len)) for n in self.cfg.camera_names}
             self._sources: dict[tuple[int, ...], _StateSource] = {}
+            self._used_anchor = -math.inf
 
     # ------------------------------------------------------------------ input
     def add_image(self, camera: str, stamp: float, image: np.ndarray, now: float) -> None:
@@ -369,10 +374,15 @@ class ObservationAssembler:
                 "skew",
                 f"cameras {first!r} and {last!r} are {skew * 1e3:.1f} ms apart > max_skew {cfg.max_skew * 1e3:.1f} ms",
             )
+        if anchor <= self._used_anchor:
+            return Rejection(
+                "already_used", f"no frame newer than the last observation's ({anchor:.3f} s) in every camera"
+            )
         state = self._state_at(anchor, now)
         if isinstance(state, Rejection):
             return state
         images = [chosen[name].image for name in cfg.camera_names]
+        self._used_anchor = anchor
         return Observation(anchor, images, state, stamps, skew, age)
 
     def _camera_health(self, name: str, buf: _CameraBuffer, now: float) -> Rejection | None:

@@ -205,6 +205,8 @@ class GripperSpec:
         force_min, force_max, default_force: grasp force range and default (N).
         action_closed, action_open: action values meaning fully closed / fully open.
         close_below, open_above: hysteresis thresholds in action units (see GripperHysteresis).
+        min_dwell: s between open/close decisions (GripperHysteresis); default: a full stroke at
+            ``speed_max``, the shortest time the hand needs to finish a motion.
     """
 
     kind: str
@@ -220,6 +222,7 @@ class GripperSpec:
     action_open: float = 1.0
     close_below: float | None = None
     open_above: float | None = None
+    min_dwell: float | None = None
 
     def __post_init__(self) -> None:
         vals = {
@@ -254,6 +257,11 @@ class GripperSpec:
             raise ValueError(
                 f"GripperSpec.close_below ({self.close_below}) must be < open_above ({self.open_above})"
             )
+        if self.min_dwell is None:
+            stroke_time = (self.width_max - self.width_min) / self.speed_max if self.speed_max > 0 else 0.0
+            object.__setattr__(self, "min_dwell", round(stroke_time, 3))
+        if not (math.isfinite(self.min_dwell) and self.min_dwell >= 0):
+            raise ValueError(f"GripperSpec.min_dwell must be a finite number >= 0, got {self.min_dwell!r}")
 
     def action_to_width(self, action: float) -> float:
         """Gripper action -> finger width (m), clipped to [width_min, width_max]; NaN -> NaN."""

@@ -681,38 +681,57 @@ def _orthonormalize(r: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ gripper
 class GripperHysteresis:
-    """Continuous gripper action -> open/closed with hysteresis.
+    """Continuous gripper action -> open/closed with hysteresis and a minimum dwell.
 
     Closes when the action drops below ``close_below``, opens when it rises above
     ``open_above``; in between (and on NaN/inf) the previous state is kept, so a policy output
-    hovering around one threshold does not chatter.
+    hovering around one threshold does not chatter. With ``min_dwell`` > 0 and the time passed to
+    ``update``, a decision is also kept for at least ``min_dwell`` seconds: a change wanted
+    earlier waits (counted in ``deferred``) and happens at the first update after the dwell if the
+    action still asks for it. The hand thus gets at most one open/close decision per
+    ``min_dwell``, the time it needs to finish a motion.
     """
 
-    def __init__(self, close_below: float, open_above: float, closed: bool = False) -> None:
+    def __init__(
+        self, close_below: float, open_above: float, closed: bool = False, min_dwell: float = 0.0
+    ) -> None:
         if not (math.isfinite(close_below) and math.isfinite(open_above) and close_below < open_above):
             raise ValueError(
                 f"GripperHysteresis needs finite close_below < open_above, got {close_below}, {open_above}"
             )
+        if not (math.isfinite(min_dwell) and min_dwell >= 0):
+            raise ValueError(f"GripperHysteresis min_dwell must be a finite number >= 0, got {min_dwell!r}")
         self.close_below, self.open_above = float(close_below), float(open_above)
+        self.min_dwell = float(min_dwell)
         self.closed = bool(closed)
         self.changed = False
+        self.deferred = 0
+        self._changed_at = -math.inf
 
     @classmethod
     def from_spec(cls, spec: GripperSpec, closed: bool = False) -> GripperHysteresis:
-        return cls(spec.close_below, spec.open_above, closed)
+        return cls(spec.close_below, spec.open_above, closed, spec.min_dwell)
 
-    def update(self, value: float) -> bool:
-        """Feed one action value; returns True when the gripper should be closed."""
+    def update(self, value: float, now: float | None = None) -> bool:
+        """Feed one action value (at time ``now``, s); returns True when the gripper should be closed."""
         v = float(value)
-        previous = self.closed
+        want = self.closed
         if math.isfinite(v):
             if v < self.close_below:
-                self.closed = True
+                want = True
             elif v > self.open_above:
-                self.closed = False
-        self.changed = self.closed != previous
+                want = False
+        self.changed = False
+        if want != self.closed:
+            if now is not None and now - self._changed_at < self.min_dwell:
+                self.deferred += 1
+            else:
+                self.closed, self.changed = want, True
+                if now is not None:
+                    self._changed_at = now
         return self.closed
 
     def reset(self, closed: bool = False) -> None:
         self.closed = bool(closed)
         self.changed = False
+        self._changed_at = -math.inf

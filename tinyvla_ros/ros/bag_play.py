@@ -36,7 +36,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock
 
 from tinyvla_ros.data.bag import BagError, BagReader, TopicQos
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts
+from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 NODE_NAME = "tinyvla_bag_player"
 
@@ -315,11 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rclpy.init(args=["tinyvla-bag-play", *ros_args])
     node = None
+    spinner = None
     executor = SingleThreadedExecutor()
     try:
         node = BagPlayer(cfg)
         executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner = threading.Thread(target=spin_until_shutdown, args=(executor,), daemon=True)
         spinner.start()
         stats = node.play()
         counts = ", ".join(f"{t}: {n}" for t, n in stats.published.items())
@@ -335,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ignore_further_interrupts()
         executor.shutdown()
+        if spinner is not None:
+            # the spinning thread must leave the wait set before the node and context go: a daemon
+            # thread still inside rcl at interpreter exit aborted the process (exit 134, 7 of 8 runs)
+            spinner.join(5.0)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

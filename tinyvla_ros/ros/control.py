@@ -170,8 +170,7 @@ class ControlLoop:
         )
         grip = spec.gripper
         self.grippers = [
-            GripperHysteresis(grip.close_below, grip.open_above) if grip else GripperHysteresis(0.4, 0.6)
-            for _ in self.specs
+            GripperHysteresis.from_spec(grip) if grip else GripperHysteresis(0.4, 0.6) for _ in self.specs
         ]
         self.executor = ChunkExecutor(
             ChunkExecutorConfig(
@@ -357,7 +356,10 @@ class ControlLoop:
             part = parts[arm.name]
             arms.append(self._follow(i, part, measured[i] if actuating else None))
             grip = self.grippers[i]
-            closed.append(grip.update(part.gripper) if part.gripper is not None else None)
+            deferred = grip.deferred
+            closed.append(grip.update(part.gripper, now) if part.gripper is not None else None)
+            self.counters["gripper_decisions"] += int(grip.changed)
+            self.counters["gripper_decisions_deferred"] += grip.deferred - deferred
             changed.append(grip.changed)
         if self._pending_stamp is not None:
             self.latency.add(now - self._pending_stamp)

@@ -640,14 +640,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the fake robot (``python -m tinyvla_ros.ros.fake_robot_node --ros-args ...``)."""
     rclpy.init(args=sys.argv if argv is None else argv)
     node = None
+    io_executor, io_thread = SingleThreadedExecutor(), None
     code = 0
     try:
         node = FakeRobotNode()
-        io_executor = SingleThreadedExecutor()
         io_executor.add_node(node.io)
-        threading.Thread(
+        io_thread = threading.Thread(
             target=spin_until_shutdown, args=(io_executor,), name="tinyvla-fake-robot-io", daemon=True
-        ).start()
+        )
+        io_thread.start()
         # one thread: rclpy's multi-threaded executor spins its wait loop while a callback group
         # is busy, holding the GIL against the work threads (a core burnt, inference slowed 5x)
         executor = SingleThreadedExecutor()
@@ -660,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         ignore_further_interrupts()
+        io_executor.shutdown()
+        if io_thread is not None:
+            io_thread.join(5.0)  # out of rcl before the nodes go (see tinyvla_ros.ros.bag_play.main)
         if node is not None:
             node.shutdown()
             code = 1 if node.fatal else code

@@ -395,7 +395,8 @@ class PolicyNode(LifecycleNode):
             result = self._assembler.assemble(self._now())
         if isinstance(result, Rejection):
             self.diag.count(f"observations_rejected.{result.code}")
-            self.diag.problem("observation", "warn", f"{result.code}: {result.reason}")
+            if result.code != "already_used":  # waiting for the next frame is normal, not a problem
+                self.diag.problem("observation", "warn", f"{result.code}: {result.reason}")
             return False
         self.diag.clear("observation")
         self._last_skew = float(result.skew)

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from tinyvla_ros.core.realtime import (
@@ -220,3 +221,57 @@ def test_slack_gc_collects_only_when_asked():
         policy.stop()
         gc.unfreeze()
     assert gc.isenabled()
+
+
+def test_stepped_clock_never_holds_a_lock_its_time_source_needs():
+    """The time source notifies while holding the lock that reading the time takes (rclpy's clock
+    does): the sleeper must not wait for that lock while the notifier waits for one of ours."""
+    source_lock = threading.Lock()
+    t = [0.0]
+
+    def read() -> float:
+        with source_lock:
+            return t[0]
+
+    clock = SteppedClock(read, poll=0.001)
+    ticks: list[float] = []
+    thread = TickThread(lambda: ticks.append(t[0]), 0.01, clock)
+    done = threading.Event()
+
+    def source() -> None:  # set the time and notify under the source's lock, as rcl does
+        for k in range(1, 400):
+            with source_lock:
+                t[0] = 0.0025 * k
+                time.sleep(0.0005)  # the source's own work under its lock (rcl: the jump callbacks)
+                clock.notify()
+            time.sleep(0.0005)
+        done.set()
+
+    thread.start()
+    feeder = threading.Thread(target=source, daemon=True)
+    feeder.start()
+    try:
+        assert done.wait(10.0), "the time source is stuck notifying: deadlock with the sleeper"
+        deadline = time.monotonic() + 5.0
+        while len(ticks) < 90 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(ticks) >= 90, f"{len(ticks)} ticks for 99 deadlines: the sleeper was stuck"
+    finally:  # stop from a daemon thread: with a deadlock, stop() itself would block the test
+        threading.Thread(target=thread.stop, daemon=True).start()
+
+
+def test_a_sim_clock_value_a_few_ulps_before_the_deadline_ticks():
+    """Epoch-sized float seconds: the sim's clock for the instant of a deadline may read a few
+    0.24 us steps below start + k * period; that must tick (a lockstep sim waits for it)."""
+    m = ManualTime(1796597600.1474694)
+    thread = TickThread(m.tick, 0.01, m.clock)
+    thread.start()
+    try:
+        m.set(m.t, expect_ticks=1)
+        start = m.ticks[0]
+        for k in range(1, 30):
+            exact = start + k * 0.01
+            m.set(np.nextafter(np.nextafter(exact, 0.0), 0.0), expect_ticks=1 + k)  # 2 ULPs early
+        assert thread.stats.skipped == 0 and thread.stats.jumps == 0
+    finally:
+        thread.stop()

@@ -42,6 +42,11 @@ from typing import Protocol
 from tinyvla_ros.core.stats import LatencyStats
 
 _MCL_CURRENT, _MCL_FUTURE = 1, 2
+# A deadline counts as reached this close before it: float seconds near 1.8e9 (epoch times) step
+# in 0.24 us, so start + k * period and a simulator's clock value for the same instant may differ
+# by a few ULPs. Without it a lockstep sim (waiting for the tick) and the tick (waiting for the
+# sim's clock to pass its deadline) wait for each other forever.
+DEADLINE_SLACK = 1e-6
 
 
 @dataclass
@@ -158,38 +163,42 @@ class MonotonicClock:
     def sleep_until(self, deadline: float, stop: threading.Event) -> None:
         while not stop.is_set():
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= DEADLINE_SLACK:
                 return
             stop.wait(left)
 
 
 class SteppedClock:
-    """A clock set from outside (a simulator's time): ``set(t)`` wakes sleepers that are due.
+    """A clock set from outside (a simulator's time): ``notify()`` wakes a sleeper to re-check.
 
-    ``now()`` reads the time from ``read`` (e.g. the ROS node's sim clock); ``notify()`` (call it
-    on every time update) wakes the sleeper to re-check its deadline. A sleeper also re-checks
-    every ``poll`` wall seconds, so a missed notification costs at most that.
+    ``now()`` reads the time from ``read`` (e.g. the ROS node's sim clock); call ``notify()`` on
+    every time update. A sleeper also re-checks every ``poll`` wall seconds, so a missed
+    notification costs at most that. ``read`` is never called with a lock of this class held,
+    and ``notify`` takes none that ``read`` may wait for: the time source usually calls
+    ``notify`` while holding its own clock's lock, which ``read`` needs too.
     """
 
     def __init__(self, read: Callable[[], float], poll: float = 0.05) -> None:
         self._read = read
         self._poll = poll
-        self._cond = threading.Condition()
+        self._updated = threading.Event()
 
     def now(self) -> float:
         return self._read()
 
     def notify(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+        self._updated.set()
 
     def sleep_until(self, deadline: float, stop: threading.Event) -> None:
         """Also returns when the time goes backwards (a replay looping): the caller re-plans."""
-        with self._cond:
-            entered = self._read()
-            while not stop.is_set() and entered <= (now := self._read()) < deadline:
-                entered = now
-                self._cond.wait(self._poll)
+        entered = self._read()
+        while not stop.is_set():
+            self._updated.clear()
+            now = self._read()  # an update after clear() sets the event again: no wake-up lost
+            if now >= deadline - DEADLINE_SLACK or now < entered:
+                return
+            entered = now
+            self._updated.wait(self._poll)
 
 
 class DeadlineSchedule:
@@ -341,7 +350,7 @@ class TickThread:
                     schedule.restart(start)
                     last_start = None
                     late = 0.0
-                self.stats.lateness.add(late)
+                self.stats.lateness.add(max(late, 0.0))
                 if last_start is not None:
                     period = start - last_start
                     self.stats.period.add(period)

@@ -275,3 +275,19 @@ def test_a_sim_clock_value_a_few_ulps_before_the_deadline_ticks():
         assert thread.stats.skipped == 0 and thread.stats.jumps == 0
     finally:
         thread.stop()
+
+
+def test_no_tick_before_a_sim_clock_starts():
+    """ROS time reads 0 until the first /clock message: the first tick waits for real time, and the
+    start is not a clock jump."""
+    m = ManualTime(0.0)
+    thread = TickThread(m.tick, 0.01, m.clock)
+    thread.start()
+    try:
+        m.set(0.0)
+        assert m.ticks == []
+        m.set(1796597600.0, expect_ticks=1)
+        m.set(1796597600.0101, expect_ticks=2)
+        assert thread.stats.jumps == 0 and thread.stats.skipped == 0
+    finally:
+        thread.stop()

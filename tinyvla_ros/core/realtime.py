@@ -337,6 +337,9 @@ class TickThread:
 
     def _run(self) -> None:
         try:
+            # a sim clock reads 0 until its first update (ROS time "not set"): no tick before that
+            while not self._stop.is_set() and self.clock.now() <= 0.0:
+                self.clock.sleep_until(2 * DEADLINE_SLACK, self._stop)
             schedule = DeadlineSchedule(self.period, self.clock.now())
             last_start = None
             while not self._stop.is_set():

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         ignore_further_interrupts()
-        executor.shutdown()
+        executor.shutdown(timeout_sec=2.0)
         if spinner is not None:
             # the spinning thread must leave the wait set before the node and context go: a daemon
             # thread still inside rcl at interpreter exit aborted the process (exit 134, 7 of 8 runs)

@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         ignore_further_interrupts()
-        io_executor.shutdown()
+        io_executor.shutdown(timeout_sec=2.0)  # bounded: a callback may wait for the sim thread
         if io_thread is not None:
             io_thread.join(5.0)  # out of rcl before the nodes go (see tinyvla_ros.ros.bag_play.main)
         if node is not None:

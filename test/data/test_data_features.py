@@ -44,6 +44,10 @@ def test_cached_features_are_the_towers_output_on_the_evaluation_view(demo_datas
     shifted = CachedFeatureDataset(demo_dataset, cache, [2], chunk_len=16, shift=1, seed=3)
     moved = shifted[5]["features"]
     assert moved.shape == item["features"].shape and not torch.equal(moved, item["features"])
+    # a stop in the middle of a write leaves only a .partial file: the episode is computed again
+    (tmp_path / "cache" / "episode_000001.partial").write_bytes(b"truncated")
+    again = build_cache(policy, demo_dataset, [0, 1, 2], cfg.augment.crop_ratio, tmp_path / "cache")
+    assert again[1].shape[1:] == cache[0].shape[1:] and not list((tmp_path / "cache").glob("*.partial"))
     other = policy.backbone.vision._conv_stem.weight
     with torch.no_grad():
         other.add_(0.1)  # another tower: the cache refuses to be reused

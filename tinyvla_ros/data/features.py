@@ -108,7 +108,9 @@ def build_cache(
             cache[e] = load_file(str(path))["features"]
             continue
         maps = episode_features(policy, EpisodeFile(Path(dataset) / info.episodes[e]["file"]), crop_ratio)
-        save_file({"features": maps.contiguous()}, str(path))
+        partial = path.with_suffix(".partial")  # a stop mid-write leaves no truncated cache file
+        save_file({"features": maps.contiguous()}, str(partial))
+        partial.replace(path)
         cache[e] = maps
         if k % 20 == 0:
             print(f"feature cache: {k + 1}/{len(episodes)} episodes", file=sys.stderr)

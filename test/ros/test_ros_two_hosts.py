@@ -3,7 +3,7 @@
 The usual deployment puts the policy on a GPU workstation and the executor on the real-time PC
 next to the robot. This test makes that network on one machine: namespace "gpu" (the policy
 node, shipped config/franka.yaml) and namespace "robot" (executor with the shipped file, camera
-streams and joint states: tests/ros/two_hosts_robot.py), each with an address of its own on a
+streams and joint states: test/ros/two_hosts_robot.py), each with an address of its own on a
 private /24, nothing routed anywhere else. DDS is configured as across two machines: UDP only
 (no shared memory), ``ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET`` and the other host in
 ``ROS_STATIC_PEERS``. Measured: camera stamp -> chunk arrival at the robot host, beside the

@@ -48,6 +48,11 @@ def _cannot_make_namespaces() -> str:
     if made.returncode != 0:
         return f"cannot create a network namespace here: {made.stderr.strip()}"
     _ip("netns", "del", probe)
+    tag = os.getpid() % 100000
+    pair = _ip("link", "add", f"tvpa{tag}", "type", "veth", "peer", "name", f"tvpb{tag}")
+    if pair.returncode != 0:
+        return f"cannot create a veth pair here: {pair.stderr.strip()}"
+    _ip("link", "del", f"tvpa{tag}")
     return ""
 
 

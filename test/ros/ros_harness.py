@@ -165,6 +165,21 @@ def cameras(specs: list[tuple[str, str, str]], width: int = 64, height: int = 48
     return [SyntheticCamera(n, t, e, width, height, rate) for n, t, e in specs]
 
 
+def franka_sensors(joint_rate: float) -> SyntheticSensorsConfig:
+    """Two ZED 2 streams (bgra8, 64x48 at 15 Hz) and the FR3's joint states at home, hand open."""
+    return SyntheticSensorsConfig(
+        cameras(
+            [
+                ("zed_left", "/zed_left/zed_node/rgb/color/rect/image", "bgra8"),
+                ("zed_right", "/zed_right/zed_node/rgb/color/rect/image", "bgra8"),
+            ]
+        ),
+        [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1"],
+        [*FR3_HOME, 0.04],
+        joint_rate=joint_rate,
+    )
+
+
 def start_graph(specs, log_dir: Path, startup_timeout: float = 150.0) -> GraphRunner:
     """Start node processes and bring lifecycle nodes to active; logs under ``log_dir``."""
     runner = GraphRunner(specs, log_dir=log_dir)

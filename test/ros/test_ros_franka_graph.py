@@ -20,10 +20,9 @@ import numpy as np
 import psutil
 import pytest
 from ros_harness import (
-    FR3_HOME,
     Rig,
-    cameras,
     executor_mode,
+    franka_sensors,
     read_logs,
     status_values,
     wait_for,
@@ -36,7 +35,6 @@ from trajectory_msgs.msg import JointTrajectory
 from tinyvla_ros.core.robots import load_robot_spec
 from tinyvla_ros.ros.conversions import duration_to_sec, stamp_to_sec
 from tinyvla_ros.ros.qos import latched_qos
-from tinyvla_ros.ros.synthetic_sensors import SyntheticSensorsConfig
 
 # a stuck test fails instead of hanging the suite (pytest-timeout)
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
@@ -55,19 +53,7 @@ ACTION_NAMES = [f"fr3_joint{i}" for i in range(1, 8)] + ["gripper"]
 def franka(franka_checkpoint, tmp_path_factory):
     """Synthetic sensors + recorders in this process; the Franka graph as separate processes."""
     rig = Rig()
-    sensors = rig.start_sensors(
-        SyntheticSensorsConfig(
-            cameras(
-                [
-                    ("zed_left", "/zed_left/zed_node/rgb/color/rect/image", "bgra8"),
-                    ("zed_right", "/zed_right/zed_node/rgb/color/rect/image", "bgra8"),
-                ]
-            ),
-            [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1"],
-            [*FR3_HOME, 0.04],
-            joint_rate=50.0,
-        )
-    )
+    sensors = rig.start_sensors(franka_sensors(joint_rate=50.0))
     rig.follow_forward_commands(COMMANDS)
     rec = {
         "chunk": rig.record(JointTrajectory, "/tinyvla_policy/chunk"),

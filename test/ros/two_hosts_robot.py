@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ros_harness import FR3_HOME, Rig, cameras, executor_mode, status_values, wait_for  # noqa: E402
+from ros_harness import Rig, executor_mode, franka_sensors, status_values, wait_for  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
@@ -33,7 +33,6 @@ from tinyvla_ros.ros.conversions import stamp_to_sec  # noqa: E402
 from tinyvla_ros.ros.graph import GraphRunner, NodeSpec, default_params_file  # noqa: E402
 from tinyvla_ros.ros.lifecycle_client import LifecycleClient  # noqa: E402
 from tinyvla_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
-from tinyvla_ros.ros.synthetic_sensors import SyntheticSensorsConfig  # noqa: E402
 
 COMMANDS = "/forward_position_controller/commands"
 
@@ -79,19 +78,7 @@ def main(argv=None) -> int:
     runner = None
     step = "start"
     try:
-        rig.start_sensors(
-            SyntheticSensorsConfig(
-                cameras(
-                    [
-                        ("zed_left", "/zed_left/zed_node/rgb/color/rect/image", "bgra8"),
-                        ("zed_right", "/zed_right/zed_node/rgb/color/rect/image", "bgra8"),
-                    ]
-                ),
-                [f"fr3_joint{i}" for i in range(1, 8)] + ["fr3_finger_joint1"],
-                [*FR3_HOME, 0.04],
-                joint_rate=100.0,
-            )
-        )
+        rig.start_sensors(franka_sensors(joint_rate=100.0))
         rig.follow_forward_commands(COMMANDS)
         seen = Seen(rig)
         status = rig.record(String, "/tinyvla_executor/status", latched_qos())

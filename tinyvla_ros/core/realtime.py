@@ -34,7 +34,7 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -366,8 +366,3 @@ class TickThread:
                     self.gc.collect(schedule.deadline - self.clock.now())
         except BaseException as exc:  # noqa: BLE001 - reported through .error by the owner
             self.error = exc
-
-
-def describe(lines: Sequence[tuple[bool, str]]) -> str:
-    """One log line from ``apply_realtime``'s results."""
-    return "; ".join(text for _, text in lines) if lines else "normal scheduling (realtime.* off)"

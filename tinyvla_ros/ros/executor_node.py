@@ -53,7 +53,6 @@ from tinyvla_ros.core.realtime import (
     SteppedClock,
     TickThread,
     apply_realtime,
-    describe,
 )
 from tinyvla_ros.core.robots import load_robot_spec
 from tinyvla_ros.ros.command_guard import CommandGuard, CommandGuardConfig, Endpoint, node_fqn
@@ -153,7 +152,7 @@ class ExecutorNode(Node):
         for applied, text in lines:
             (log.info if applied else log.warning)(text)
         if not lines:
-            log.info(describe(lines))
+            log.info("normal scheduling (realtime.* off)")
         gc_policy = SlackGc(self.realtime.gc_full_every)
         gc_policy.start()
         self.ticker.gc = gc_policy
@@ -435,6 +434,7 @@ class ExecutorNode(Node):
             "control_rate_hz": self.cfg.control_rate,
             **self.ticker.stats.summary_ms(),
             "ticks_skipped": self.ticker.stats.skipped,
+            "gc_in_slack_max_ms": self.ticker.gc.durations.max * 1e3 if self.ticker.gc else 0.0,
             "tick_clock_jumps": self.ticker.stats.jumps,
             "obs_to_command_latency_p50_ms": latency["p50"],
             "obs_to_command_latency_p99_ms": latency["p99"],

@@ -1,9 +1,10 @@
 """Chunk transitions per execution mode in the MuJoCo fake, with inference latency raised artificially.
 
 Every execution mode (open_loop, temporal_ensemble, overlap_blend, inpaint) runs the same episodes
-(tasks x scene seeds, the same diffusion seeds per chunk) with a checkpoint, in process: the loop
-of ``tinyvla-eval`` (data/evaluate.py: render the cameras, read the joints, ask the engine for a
-chunk when the chunk executor wants one, send the executor's action) except that a chunk
+(tasks x scene seeds, the same diffusion seeds per chunk) with a checkpoint, in process: the chunk
+executor alone, one tick per action step, without the control loop's safety filter (render the
+cameras, read the joints, ask the engine for a chunk when the chunk executor wants one, send the
+executor's action as the joint targets), so the figures are the execution modes'; a chunk
 requested at t (observation stamp t) reaches the executor only at t + L, L = 1x, 2x, 4x the control
 period, while the robot keeps executing the old plan; one request is in flight at a time. In
 ``inpaint`` mode the request carries the executor's committed steps (``committed_steps``, mapped
@@ -182,11 +183,15 @@ class LatencyRunner:
         self.dt = float(params.get("action_dt", 0.05))
 
     def episode(self, mode: str, task: str, seed: int, latency: float, limit: float) -> Trace:
-        from tinyvla_ros.core.chunking import inpaint_prefix
-        from tinyvla_ros.data.evaluate import PolicyRunner, split_action
+        from tinyvla_ros.core.chunking import ChunkExecutor, inpaint_prefix
+        from tinyvla_ros.core.control import ControlConfig
+        from tinyvla_ros.data.evaluate import split_action
 
-        runner = PolicyRunner(self.engine, self.env, self.params, self.exec_params, mode)
-        executor, env, dt = runner.executor, self.env, self.dt
+        control = ControlConfig.from_params(self.exec_params, execution_mode=mode or None)
+        action_names = list(self.params["action_names"])
+        executor = ChunkExecutor(control.chunk_executor_config(len(action_names)))
+        env, dt = self.env, self.dt
+        state_cols = [list(env.joint_names).index(n) for n in self.params["state_joint_names"]]
         chunk_len = int(self.engine.config.chunk_len)
         env.reset(task, seed)
         instruction = env.instruction
@@ -199,7 +204,8 @@ class LatencyRunner:
                     started = True
                 pending = None
             if pending is None and executor.needs_chunk(now):
-                images, state = runner.observe()
+                images = [env.render(c) for c in self.params["camera_names"]]
+                state = env.joint_positions()[state_cols]
                 kwargs = {}
                 if mode == "inpaint":
                     actions, times = executor.committed_steps(now)
@@ -214,7 +220,7 @@ class LatencyRunner:
                 trace.chunks += 1
             action = executor.action_at(now)
             if action is not None:
-                q, grip = split_action(action, runner.action_names, env)
+                q, grip = split_action(action, action_names, env)
                 env.set_joint_position_targets(q)
                 for arm, value in grip.items():
                     env.set_gripper(arm, value)

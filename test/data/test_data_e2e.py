@@ -71,7 +71,10 @@ def test_evaluation_runs_the_checkpoint_in_the_fake(trained, tmp_path, capsys):
     results = evaluate(trained / "final", cfg)
     (episode,) = results.episodes
     assert episode.task == "pick_red_cube" and episode.sim_seconds == pytest.approx(1.0, abs=0.06)
-    assert episode.inferences == 3  # open loop, 8 of 16 steps per chunk at 20 Hz: t = 0, 0.4, 0.8 s
+    # the robot's fault checks refuse this 12-step policy's chunks (joint steps faster than 3x the
+    # velocity limits): the loop holds and asks again at every 20 Hz step, as on the robot
+    assert episode.inferences == 20 and episode.chunks_refused == 20
+    assert episode.ticks_run == 0 and episode.ticks_hold == 100  # 1 s of 100 Hz control periods
     assert set(results.success_rates()) == {"pick_red_cube"}
     assert "| pick_red_cube | 1 |" in results.table()
     out = tmp_path / "eval.json"

@@ -1,8 +1,8 @@
 """The evaluation harness executes a policy's chunks the way the demonstrations were recorded.
 
 An oracle engine serves the recorded actions of a demonstration as chunks (the 16 steps from the
-current sim time on); run through ``PolicyRunner`` (the runtime's chunk executor, the action split,
-the sim) on the same scene seed, it must solve the task. So a trained policy that fails here fails by
+current sim time on); run through ``PolicyRunner`` (the robot's control loop: chunk executor, fault checks, safety
+filter, gripper decisions; the sim) on the same scene seed, it must solve the task. So a trained policy that fails here fails by
 what it predicts, not by how its chunks are timed or applied. Another seed's demonstration (the cube
 elsewhere) played on this scene must fail: the check can fail.
 """
@@ -49,10 +49,12 @@ def test_recorded_actions_served_as_chunks_solve_the_recorded_scene(demo_dataset
     all_params = yaml.safe_load((config_dir() / "franka.yaml").read_text())
     executor = all_params["/**/tinyvla_executor"]["ros__parameters"]
     dt = float(params["action_dt"])
-    env = make_env("franka", image_width=64, image_height=48, control_dt=dt)
+    period = 1.0 / float(executor["control_rate"])  # the control loop ticks the fake
+    env = make_env("franka", image_width=64, image_height=48, control_dt=period)
     try:
         runner = PolicyRunner(OracleEngine(actions, env, dt), env, params, executor, "")
         outcome = runner.episode("pick_red_cube", seed, 0, 0.0)
     finally:
         env.close()
     assert outcome.success is solved, outcome
+    assert outcome.chunks_refused == 0 and outcome.ticks_run > 0  # the recorded actions pass the checks

@@ -23,10 +23,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from tinyvla_ros.core.control import ActuationGate, ControlConfig, ControlLoop, FaultChecks
 from tinyvla_ros.core.robots import load_robot_spec
 from tinyvla_ros.core.safety import SafetyLimits
-from tinyvla_ros.ros.control import ActuationGate, ControlLoop, FaultChecks
-from tinyvla_ros.ros.params import ExecutorNodeConfig
 
 EXAMPLES = int(os.environ.get("TINYVLA_PROPERTY_EXAMPLES", "300"))
 RATE = 100.0
@@ -47,14 +46,11 @@ TOL = 1e-7
 
 
 def make_loop() -> ControlLoop:
-    cfg = ExecutorNodeConfig(
-        robot="fr3",
+    cfg = ControlConfig(
         arm_prefixes=[""],
         control_rate=RATE,
         action_dt=ACTION_DT,
         hold_after=0.5,
-        forward_command_topics=["/forward_position_controller/commands"],
-        gripper_topics=["/g"],
     )
     return ControlLoop(cfg, SPEC, CHECKS)
 

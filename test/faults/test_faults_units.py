@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from tinyvla_ros.core.control import ActuationGate, ControlConfig, ControlLoop, FaultChecks
 from tinyvla_ros.core.robots import load_robot_spec
 from tinyvla_ros.ros.command_guard import (
     CommandGuard,
@@ -16,14 +17,12 @@ from tinyvla_ros.ros.command_guard import (
     gid_bytes,
     resolve_name,
 )
-from tinyvla_ros.ros.control import ActuationGate, ControlLoop, FaultChecks
 from tinyvla_ros.ros.fake_robot.controllers import (
     ForwardPositionController,
     JointLimits,
     JointTrajectoryController,
     Reference,
 )
-from tinyvla_ros.ros.params import ExecutorNodeConfig
 
 HOME = np.array([0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4])
 JOINTS = [f"fr3_joint{i}" for i in range(1, 8)]
@@ -72,14 +71,11 @@ def test_guard_config_is_validated():
 
 
 def franka_loop(**checks) -> ControlLoop:
-    cfg = ExecutorNodeConfig(
-        robot="fr3",
+    cfg = ControlConfig(
         arm_prefixes=[""],
         control_rate=RATE,
         action_dt=0.05,
         hold_after=0.5,
-        forward_command_topics=["/forward_position_controller/commands"],
-        gripper_topics=["/g"],
     )
     return ControlLoop(cfg, load_robot_spec("fr3"), FaultChecks(**checks))
 

@@ -68,9 +68,9 @@ def test_params_files_build_valid_configs_that_agree(robot, layout):
     cameras = {n: CameraSpec(**policy["cameras"][n]) for n in policy["camera_names"]}
     pcfg = PolicyNodeConfig(**{k: v for k, v in policy.items() if k != "cameras"}, cameras=cameras)
     executor = dict(node_section(params, EXECUTOR))
+    from tinyvla_ros.core.control import FaultChecks
     from tinyvla_ros.core.realtime import RealtimeConfig
     from tinyvla_ros.ros.command_guard import CommandGuardConfig
-    from tinyvla_ros.ros.control import FaultChecks
 
     checks = FaultChecks(**executor.pop("faults", {}))
     guard = CommandGuardConfig(**executor.pop("guard", {}))

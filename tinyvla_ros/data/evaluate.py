@@ -1,11 +1,12 @@
 """``tinyvla-eval``: run a checkpoint in the MuJoCo fake on each task over N seeds; print a success table.
 
-The loop is the runtime's, without ROS: every control step (the policy's ``action_dt``) the
-cameras are rendered and the joint state read; when the chunk executor (core.chunking, the
-mode and parameters of the set-up's params file) asks for a chunk, the engine predicts one from
-the current observation (inference takes no simulated time); the executor's action for the
-current time is split into arm joint targets and gripper commands (0 closed .. 1 open) and sent
-to the fake robot. An episode ends at the first step the task reports success, or after
+The loop is the robot's: the executor's ControlLoop (tinyvla_ros.core.control) built from the
+set-up's params file (chunk execution mode, fault checks, safety filter, gripper hysteresis),
+ticked every control period (1 / control_rate of simulated time) with the fake's joint state.
+At each chunk step (the policy's ``action_dt``) where the chunk executor asks for a chunk, the
+cameras are rendered and the engine predicts one from the current observation (inference takes
+no simulated time). The loop's commands go to the fake as a forward position controller takes
+them (joint targets; none while idle) and its open/close decisions to the grippers. An episode ends at the first step the task reports success, or after
 ``max_seconds`` (default: 1.5 x the scripted expert's duration + 2 s).
 
 ``evaluate(...)`` returns the per-episode results and the per-task success rates; the demo and the
@@ -64,12 +65,19 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class EpisodeOutcome:
+    """One episode: inferences = chunks predicted, chunks_refused = of those, refused by the fault
+    checks (the robot would not move on them); ticks_run / ticks_hold = control periods that
+    followed a chunk / held (braked or stood still)."""
+
     task: str
     seed: int
     success: bool
     sim_seconds: float
     inferences: int
     wall_seconds: float
+    chunks_refused: int = 0
+    ticks_run: int = 0
+    ticks_hold: int = 0
 
 
 @dataclass
@@ -95,14 +103,18 @@ class EvalResults:
     def table(self) -> str:
         """Markdown success table: one row per task, then the mean."""
         rates = self.success_rates()
-        lines = ["| task | episodes | success | mean sim time (s) |", "|---|---|---|---|"]
+        lines = ["| task | episodes | success | mean sim time (s) | chunks refused | ticks held |",
+                 "|---|---|---|---|---|---|"]  # fmt: skip
         for task, rate in rates.items():
             eps = [e for e in self.episodes if e.task == task]
             ok = sum(e.success for e in eps)
+            refused, inferred = sum(e.chunks_refused for e in eps), sum(e.inferences for e in eps)
+            held = sum(e.ticks_hold for e in eps) / max(1, sum(e.ticks_hold + e.ticks_run for e in eps))
             lines.append(f"| {task} | {len(eps)} | {ok}/{len(eps)} ({100 * rate:.0f}%) | "
-                         f"{np.mean([e.sim_seconds for e in eps]):.1f} |")  # fmt: skip
+                         f"{np.mean([e.sim_seconds for e in eps]):.1f} | {refused}/{inferred} | "
+                         f"{100 * held:.0f}% |")  # fmt: skip
         mean = float(np.mean(list(rates.values()))) if rates else 0.0
-        lines.append(f"| **mean** | {len(self.episodes)} | {100 * mean:.1f}% | |")
+        lines.append(f"| **mean** | {len(self.episodes)} | {100 * mean:.1f}% | | | |")
         return "\n".join(lines)
 
 
@@ -123,40 +135,87 @@ def split_action(action: np.ndarray, names: Sequence[str], env: Any) -> tuple[np
 
 
 class PolicyRunner:
-    """Runs one engine on a SimEnv with the runtime's chunk executor (see the module docstring)."""
+    """Runs one engine on a SimEnv through the robot's control loop (see the module docstring).
+
+    ``executor_params``: the executor's ``ros__parameters`` (its params file); ``mode``: an
+    execution mode overriding the file's ('' keeps it). The env must step one control period
+    (1 / control_rate) at a time, the period the safety filter is built for.
+    """
 
     def __init__(
         self, engine: Any, env: Any, params: dict[str, Any], executor_params: dict[str, Any], mode: str
     ):
-        from tinyvla_ros.core.chunking import ChunkExecutor, ChunkExecutorConfig
+        from tinyvla_ros.core.control import ControlConfig, ControlLoop, FaultChecks
+        from tinyvla_ros.core.robots import load_robot_spec
 
         self.engine, self.env = engine, env
         self.cameras = list(params["camera_names"])
         self.state_names = list(params["state_joint_names"])
         self.action_names = list(params["action_names"])
         self.dt = float(params.get("action_dt", 0.05))
-        cfg = engine.config
-        self.executor = ChunkExecutor(
-            ChunkExecutorConfig(
-                mode or executor_params.get("execution_mode", "temporal_ensemble"),
-                self.dt,
-                action_dim=cfg.action_dim,
-                chunk_len=cfg.chunk_len,
-                open_loop_steps=int(executor_params.get("open_loop_steps", 8)),
-                ensemble_k=float(executor_params.get("ensemble_k", 0.01)),
-                blend_steps=int(executor_params.get("blend_steps", 4)),
-            )
+        control = ControlConfig.from_params(
+            executor_params, execution_mode=mode or None, action_names=tuple(self.action_names)
         )
+        if control.action_layout == "franka_ee":
+            raise ValueError("tinyvla-eval runs joint action layouts only (the fake takes joint targets)")
+        if abs(control.action_dt - self.dt) > 1e-9:
+            raise ValueError(f"executor action_dt {control.action_dt} s != the policy's {self.dt} s")
+        period = 1.0 / control.control_rate
+        if abs(env.config.control_dt - period) > 1e-9:
+            raise ValueError(
+                f"the env steps {env.config.control_dt} s, the control loop ticks every {period} s "
+                f"(control_rate {control.control_rate} Hz): make the env with control_dt={period}"
+            )
+        self.ticks_per_step = max(1, round(self.dt / period))
+        spec, checks = (
+            load_robot_spec(executor_params.get("robot", "fr3")),
+            FaultChecks.from_params(executor_params),
+        )
+        self._new_loop = lambda: ControlLoop(control, spec, checks)
+        self.loop = self._new_loop()
+        self.executor = self.loop.executor
         joint_index = {n: i for i, n in enumerate(env.joint_names)}
         missing = [n for n in self.state_names if n not in joint_index]
         if missing:
             raise ValueError(f"state joints {missing} are not reported by the {env.setup} fake")
         self._state_cols = [joint_index[n] for n in self.state_names]
+        arms = list(env.arms)
+        if len(arms) != len(self.loop.joint_names) or any(
+            set(env.arm_joint_names[a]) != set(names)
+            for a, names in zip(arms, self.loop.joint_names, strict=False)
+        ):
+            raise ValueError(
+                f"the control loop's arms {self.loop.joint_names} are not the {env.setup} fake's "
+                f"{[list(env.arm_joint_names[a]) for a in arms]}"
+            )
+        self._arms = arms
+        self._gripper_sent: set[str] = set()
+        self._command_order = [j for a in arms for j in env.arm_joint_names[a]]
 
     def observe(self) -> tuple[list[np.ndarray], np.ndarray]:
         """(camera images in policy order, (Ds,) state) of the current sim state."""
         images = [self.env.render(c) for c in self.cameras]
         return images, self.env.joint_positions()[self._state_cols]
+
+    def tick(self, now: float) -> Any:
+        """One control period: the joint state in, the loop's TickResult applied to the fake."""
+        env, loop = self.env, self.loop
+        loop.set_joint_state(list(env.joint_names), env.joint_positions(), now)
+        result = loop.tick(now, actuating=True)
+        if result.mode == "idle":
+            return result  # no command: the fake keeps its last targets, as a forward controller
+        values = {}
+        for names, arm in zip(loop.joint_names, result.arms, strict=True):
+            values.update(zip(names, arm.positions, strict=True))
+        env.set_joint_position_targets(np.array([values[j] for j in self._command_order]))
+        if result.mode == "run":
+            for arm, closed, changed in zip(
+                self._arms, result.gripper_closed, result.gripper_changed, strict=True
+            ):
+                if closed is not None and (changed or arm not in self._gripper_sent):
+                    env.set_gripper(arm, 0.0 if closed else 1.0)
+                    self._gripper_sent.add(arm)
+        return result
 
     def episode(
         self, task: str, seed: int, policy_seed: int, max_seconds: float, instruction: str = ""
@@ -167,30 +226,39 @@ class PolicyRunner:
         env = self.env
         env.reset(task, seed)
         limit = max_seconds or 1.5 * make_expert(env).duration + 2.0
-        self.executor.reset()
+        self.loop = loop = self._new_loop()  # filters, plan and grippers start from this episode
+        self.executor = loop.executor
+        self._gripper_sent: set[str] = set()
         instruction = instruction or env.instruction
-        start, inferences, success = time.perf_counter(), 0, False
+        start, inferences, success, tick = time.perf_counter(), 0, False, 0
         while env.time < limit - 1e-9:
             now = env.time
-            if self.executor.needs_chunk(now):
+            if tick % self.ticks_per_step == 0 and self.executor.needs_chunk(now):
                 images, state = self.observe()
                 seed_i = None if policy_seed < 0 else policy_seed + inferences
                 chunk = self.engine.predict_chunk(images, instruction, state, seed=seed_i)
-                self.executor.add_chunk(chunk, now, now)
+                loop.add_chunk(chunk, now, self.dt, now)
                 inferences += 1
-            action = self.executor.action_at(now)
-            if action is not None:
-                q, grip = split_action(action, self.action_names, env)
-                env.set_joint_position_targets(q)
-                for arm, value in grip.items():
-                    env.set_gripper(arm, value)
+            self.tick(now)
             env.step()
+            tick += 1
             if not np.all(np.isfinite(env.joint_positions())):
                 break
             if env.success():
                 success = True
                 break
-        return EpisodeOutcome(env.task, seed, success, env.time, inferences, time.perf_counter() - start)
+        counts = loop.counters
+        return EpisodeOutcome(
+            env.task,
+            seed,
+            success,
+            env.time,
+            inferences,
+            time.perf_counter() - start,
+            chunks_refused=counts["bad_chunks"],
+            ticks_run=counts["ticks_run"],
+            ticks_hold=counts["ticks_hold"],
+        )
 
 
 def evaluate(checkpoint: str | Path, cfg: EvalConfig | None = None, progress: bool = False) -> EvalResults:
@@ -211,11 +279,11 @@ def evaluate(checkpoint: str | Path, cfg: EvalConfig | None = None, progress: bo
         "action_dim": len(params["action_names"]),
     }
     engine = load_engine(checkpoint, cfg.engine, cfg.device, "fp32", expected, cfg.num_threads)
-    dt = float(params.get("action_dt", 0.05))
     from tinyvla_ros.data.demos import camera_size
 
     width, height = camera_size(cfg.setup, cfg.image_width, cfg.image_height)  # 0: the params file's
-    env = make_env(cfg.setup, image_width=width, image_height=height, control_dt=dt)
+    period = 1.0 / float(executor_params.get("control_rate", 100.0))  # the loop's tick
+    env = make_env(cfg.setup, image_width=width, image_height=height, control_dt=period)
     results = EvalResults(cfg.setup, str(checkpoint))
     try:
         runner = PolicyRunner(engine, env, params, executor_params, cfg.execution_mode)

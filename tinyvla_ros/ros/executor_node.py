@@ -1,7 +1,7 @@
 """``tinyvla_executor``: action chunks -> safe controller commands at the control rate.
 
 Inputs: the policy's chunks (trajectory_msgs/JointTrajectory, ``chunk_topic``) and
-``joint_states_topic``. Every 1/control_rate s the ControlLoop (tinyvla_ros.ros.control) picks the
+``joint_states_topic``. Every 1/control_rate s the ControlLoop (tinyvla_ros.core.control) picks the
 action for now from the chunk executor (open_loop | temporal_ensemble | overlap_blend | inpaint), passes it
 through the safety filter and the node publishes:
 
@@ -23,7 +23,7 @@ action_dt; no points when nothing is planned) on every accepted chunk and at ``c
 the policy node inpaints them into its next chunk (``execution_mode: inpaint``).
 ``~/status`` (std_msgs/String, latched JSON {"mode", "reason", "actuation", "stamp"}: stamp = the
 tick's time on the node's clock) changes with the mode; command guard and fault checks: see
-tinyvla_ros.ros.command_guard (parameters ``guard.*``) and tinyvla_ros.ros.control (``faults.*``);
+tinyvla_ros.ros.command_guard (parameters ``guard.*``) and tinyvla_ros.core.control (``faults.*``);
 /diagnostics at ~1 Hz.
 """
 
@@ -46,6 +46,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from tinyvla_ros.core.control import ActuationGate, ControlLoop, FaultChecks, TickResult
 from tinyvla_ros.core.realtime import (
     MonotonicClock,
     RealtimeConfig,
@@ -56,7 +57,6 @@ from tinyvla_ros.core.realtime import (
 )
 from tinyvla_ros.core.robots import load_robot_spec
 from tinyvla_ros.ros.command_guard import CommandGuard, CommandGuardConfig, Endpoint, node_fqn
-from tinyvla_ros.ros.control import ActuationGate, ControlLoop, FaultChecks, TickResult
 from tinyvla_ros.ros.conversions import (
     ChunkFormatError,
     chunk_to_trajectory,
@@ -96,7 +96,7 @@ class ExecutorNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.cfg: ExecutorNodeConfig = declare_dataclass(self, ExecutorNodeConfig)
         self.checks = declare_dataclass(self, FaultChecks, prefix="faults.")
-        self.loop = ControlLoop(self.cfg, load_robot_spec(self.cfg.robot), self.checks)
+        self.loop = ControlLoop(self.cfg.control_config(), load_robot_spec(self.cfg.robot), self.checks)
         guard_cfg = declare_dataclass(self, CommandGuardConfig, prefix="guard.")
         self.guard = CommandGuard(guard_cfg, self.get_fully_qualified_name(), self.get_namespace())
         self._guard_refreshed = 0.0

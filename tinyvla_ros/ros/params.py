@@ -19,11 +19,11 @@ from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 
-EXECUTION_MODES = ("open_loop", "temporal_ensemble", "overlap_blend", "inpaint")
+from tinyvla_ros.core.control import ControlConfig
+
 OUTPUTS = ("forward_position", "joint_trajectory", "ee_pose")
 GRIPPER_OUTPUTS = ("auto", "topic", "franka_action", "none")
 CAMERA_DRIVER_KINDS = ("zed", "realsense", "other")
-ACTION_LAYOUTS = ("franka_joint", "franka_ee", "ur5_bimanual_joint")
 TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("reliable", "best_effort", "best_available")
 
@@ -234,22 +234,9 @@ class ExecutorNodeConfig:
     diagnostics_period: float = _doc("seconds between /diagnostics messages", default=1.0)
 
     def __post_init__(self) -> None:
-        _one_of("action_layout", self.action_layout, ACTION_LAYOUTS)
-        if self.action_names:
-            _unique_nonempty("action_names", self.action_names)
-        _check(len(self.arm_prefixes) >= 1, "arm_prefixes", self.arm_prefixes, "must name at least one arm")
-        for name in ("control_rate", "action_dt", "hold_after", "trajectory_horizon", "diagnostics_period"):
+        self.control_config()  # validates the control loop's fields
+        for name in ("trajectory_horizon", "diagnostics_period"):
             _positive(name, getattr(self, name))
-        _one_of("execution_mode", self.execution_mode, EXECUTION_MODES)
-        _check(self.chunk_len >= 1, "chunk_len", self.chunk_len, "must be >= 1")
-        _check(
-            1 <= self.open_loop_steps <= self.chunk_len,
-            "open_loop_steps",
-            self.open_loop_steps,
-            "must be in [1, chunk_len]",
-        )
-        _check(self.blend_steps <= self.chunk_len, "blend_steps", self.blend_steps, "must be <= chunk_len")
-        _check(self.ensemble_k >= 0.0, "ensemble_k", self.ensemble_k, "must be >= 0")
         _check(bool(self.committed_topic), "committed_topic", self.committed_topic, "must be a topic name")
         _check(
             math.isfinite(self.committed_rate) and self.committed_rate >= 0.0,
@@ -257,7 +244,6 @@ class ExecutorNodeConfig:
             self.committed_rate,
             "must be a finite number >= 0",
         )
-        _check(self.blend_steps >= 0, "blend_steps", self.blend_steps, "must be >= 0")
         _one_of("output", self.output, OUTPUTS)
         _one_of("gripper_output", self.gripper_output, GRIPPER_OUTPUTS)
         _one_of("qos_reliability", self.qos_reliability, RELIABILITIES)
@@ -297,6 +283,10 @@ class ExecutorNodeConfig:
         return {"forward_position": "forward", "joint_trajectory": "trajectory", "ee_pose": "pose"}[
             self.output
         ] + "_command_topics"
+
+    def control_config(self) -> ControlConfig:
+        """The control loop's settings (core.control), validated."""
+        return ControlConfig.from_params(dataclass_to_parameters(self))
 
     def command_topics(self) -> list[str]:
         """The controller topics (one per arm) of the selected ``output``."""

@@ -1,4 +1,9 @@
-"""The executor's control logic, without ROS: chunks + joint states in, safe per-arm commands out.
+"""The control loop, plain Python: chunks + joint states in, safe per-arm commands out.
+
+One loop for the robot and for evaluation: the executor node (tinyvla_ros.ros.executor_node)
+ticks it at ``control_rate`` from ROS inputs, and ``tinyvla-eval`` (tinyvla_ros.data.evaluate)
+ticks it from the MuJoCo fake, safety filter and fault checks included. Its settings are a
+``ControlConfig`` (which the executor's ROS parameters build) and ``FaultChecks``.
 
 ``ControlLoop.tick(now, actuating)`` runs once per control period and decides:
 
@@ -40,12 +45,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
-from tinyvla_ros.core.chunking import ChunkExecutor, ChunkExecutorConfig
-from tinyvla_ros.core.robots import ActionLayout, RobotSpec, make_action_layout
+from tinyvla_ros.core.chunking import EXECUTION_MODES, ChunkExecutor, ChunkExecutorConfig
+from tinyvla_ros.core.robots import ACTION_LAYOUTS, ActionLayout, RobotSpec, make_action_layout
 from tinyvla_ros.core.safety import (
     GripperHysteresis,
     PoseLimits,
@@ -54,11 +61,89 @@ from tinyvla_ros.core.safety import (
     SafetyLimits,
 )
 from tinyvla_ros.core.stats import LatencyStats
-from tinyvla_ros.ros.params import ExecutorNodeConfig
 
 # s: a clock reading this much earlier than the latest one is a jump backwards. Smaller steps back
 # are the inputs' callbacks racing the tick (a callback reads the clock, then waits for the lock).
 _BACKWARDS_TOLERANCE = 0.05
+
+
+def _check(cond: bool, name: str, value: object, need: str) -> None:
+    if not cond:
+        raise ValueError(f"parameter {name!r} {need}, got {value!r}")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """What the control loop needs to know (the executor's parameters of the same names).
+
+    action_layout: franka_joint | franka_ee | ur5_bimanual_joint; arm_prefixes: joint-name prefix
+    per arm ('' for one arm, left_/right_); action_names: the chunk's joint_names (empty: the
+    layout's); control_rate: ticks per second (Hz); action_dt: s between chunk steps; chunk_len:
+    steps per chunk; execution_mode and its settings (core.chunking); hold_after: s without a
+    fresh chunk or joint state before holding.
+    """
+
+    action_layout: str = "franka_joint"
+    arm_prefixes: tuple[str, ...] = ("",)
+    action_names: tuple[str, ...] = ()
+    control_rate: float = 100.0
+    action_dt: float = 0.05
+    chunk_len: int = 16
+    execution_mode: str = "temporal_ensemble"
+    open_loop_steps: int = 8
+    ensemble_k: float = 0.01
+    blend_steps: int = 4
+    hold_after: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arm_prefixes", tuple(self.arm_prefixes))
+        object.__setattr__(self, "action_names", tuple(self.action_names))
+        _check(self.action_layout in ACTION_LAYOUTS, "action_layout", self.action_layout,
+               f"must be one of {list(ACTION_LAYOUTS)}")  # fmt: skip
+        if self.action_names:
+            names = self.action_names
+            _check(all(names), "action_names", list(names), "must be a non-empty list of non-empty names")
+            _check(len(set(names)) == len(names), "action_names", list(names), "must not repeat a name")
+        _check(
+            len(self.arm_prefixes) >= 1, "arm_prefixes", list(self.arm_prefixes), "must name at least one arm"
+        )
+        for name in ("control_rate", "action_dt", "hold_after"):
+            value = getattr(self, name)
+            _check(_number(value) and value > 0.0, name, value, "must be a finite number > 0")
+        _check(self.execution_mode in EXECUTION_MODES, "execution_mode", self.execution_mode,
+               f"must be one of {list(EXECUTION_MODES)}")  # fmt: skip
+        _check(self.chunk_len >= 1, "chunk_len", self.chunk_len, "must be >= 1")
+        _check(1 <= self.open_loop_steps <= self.chunk_len, "open_loop_steps", self.open_loop_steps,
+               "must be in [1, chunk_len]")  # fmt: skip
+        _check(0 <= self.blend_steps <= self.chunk_len, "blend_steps", self.blend_steps,
+               "must be in [0, chunk_len]")  # fmt: skip
+        _check(
+            _number(self.ensemble_k) and self.ensemble_k >= 0.0, "ensemble_k", self.ensemble_k, "must be >= 0"
+        )
+
+    def chunk_executor_config(self, action_dim: int) -> ChunkExecutorConfig:
+        """The chunk executor's settings (mode, step, chunk length) for ``action_dim`` actions."""
+        return ChunkExecutorConfig(
+            self.execution_mode,
+            self.action_dt,
+            action_dim=action_dim,
+            chunk_len=self.chunk_len,
+            open_loop_steps=self.open_loop_steps,
+            ensemble_k=self.ensemble_k,
+            blend_steps=self.blend_steps,
+        )
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], **overrides: Any) -> ControlConfig:
+        """From the executor's ``ros__parameters`` (a params file's map; other keys ignored)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in params.items() if k in names}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
 
 
 @dataclass
@@ -103,6 +188,14 @@ class FaultChecks:
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"parameter 'faults.{name}' must be a finite number >= 0, got {value!r}")
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> FaultChecks:
+        """From the executor's ``ros__parameters``: its ``faults`` map (or ``faults.<field>`` keys)."""
+        nested = params.get("faults") or {}
+        flat = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith("faults.")}
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**nested, **flat}.items() if k in names})
+
 
 @dataclass
 class ArmCommand:
@@ -126,8 +219,8 @@ class TickResult:
     gripper_changed: list[bool] = field(default_factory=list)
 
 
-def make_layout(cfg: ExecutorNodeConfig, spec: RobotSpec) -> ActionLayout:
-    """The ActionLayout of the executor config (prefixed joint names per arm)."""
+def make_layout(cfg: ControlConfig, spec: RobotSpec) -> ActionLayout:
+    """The ActionLayout of the control config (prefixed joint names per arm)."""
     if cfg.action_layout == "franka_joint":
         return make_action_layout(
             "franka_joint", joint_names=[cfg.arm_prefixes[0] + n for n in spec.joint_names]
@@ -145,7 +238,7 @@ def make_layout(cfg: ExecutorNodeConfig, spec: RobotSpec) -> ActionLayout:
 class ControlLoop:
     """Chunk execution + safety for all arms of one robot set-up (thread-safe per call)."""
 
-    def __init__(self, cfg: ExecutorNodeConfig, spec: RobotSpec, checks: FaultChecks | None = None) -> None:
+    def __init__(self, cfg: ControlConfig, spec: RobotSpec, checks: FaultChecks | None = None) -> None:
         self.cfg = cfg
         self.checks = checks or FaultChecks()
         self.state_timeout = self.checks.state_timeout or cfg.hold_after
@@ -172,17 +265,7 @@ class ControlLoop:
         self.grippers = [
             GripperHysteresis.from_spec(grip) if grip else GripperHysteresis(0.4, 0.6) for _ in self.specs
         ]
-        self.executor = ChunkExecutor(
-            ChunkExecutorConfig(
-                cfg.execution_mode,
-                cfg.action_dt,
-                action_dim=len(names),
-                chunk_len=cfg.chunk_len,
-                open_loop_steps=cfg.open_loop_steps,
-                ensemble_k=cfg.ensemble_k,
-                blend_steps=cfg.blend_steps,
-            )
-        )
+        self.executor = ChunkExecutor(cfg.chunk_executor_config(len(names)))
         self.counters: Counter[str] = Counter()
         self.clamps: Counter[str] = Counter()
         self.latency = LatencyStats(window=500)  # observation stamp -> first command using its chunk
@@ -448,7 +531,7 @@ class ControlLoop:
 
 
 @dataclass
-class ArmAction:
+class ArmSend:
     """What the executor sends for one arm this tick: kind "send" | "hold" | "pose"."""
 
     kind: str
@@ -480,9 +563,9 @@ class ActuationGate:
         if self.actuating:
             self.stopping = reason
 
-    def actions(self, result: TickResult) -> tuple[list[ArmAction], bool]:
+    def actions(self, result: TickResult) -> tuple[list[ArmSend], bool]:
         """(per-arm actions to send, whether gripper commands may be sent) for one tick."""
-        out: list[ArmAction] = []
+        out: list[ArmSend] = []
         grippers = False
         if self.actuating and result.mode == "idle":
             self._hold_done = False
@@ -491,9 +574,9 @@ class ActuationGate:
             if not (hold and self._hold_done and not self.repeat_hold):
                 for i, arm in enumerate(result.arms):
                     if arm.positions is None:
-                        out.append(ArmAction("pose", i))
+                        out.append(ArmSend("pose", i))
                     else:
-                        out.append(ArmAction("hold" if hold and not arm.moving else "send", i))
+                        out.append(ArmSend("hold" if hold and not arm.moving else "send", i))
                 self._hold_done = hold and not any(a.moving for a in result.arms)
                 grippers = not hold
         if self.stopping and not any(a.moving for a in result.arms):

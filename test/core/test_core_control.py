@@ -1,28 +1,25 @@
-"""ControlLoop (the executor's logic without DDS): idle / hold / run decisions and safe commands."""
+"""ControlLoop (the control loop of the executor and of tinyvla-eval, no ROS): idle / hold / run decisions and safe commands."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from ros_harness import FR3_HOME, UR5_HOME
 
+from tinyvla_ros.core.control import ControlConfig, ControlLoop
 from tinyvla_ros.core.robots import load_robot_spec
-from tinyvla_ros.ros.control import ControlLoop
-from tinyvla_ros.ros.params import ExecutorNodeConfig
 
 FR3 = [f"fr3_joint{i}" for i in range(1, 8)]
 RATE = 50.0
+FR3_HOME = list(load_robot_spec("fr3").home)
+UR5_HOME = list(load_robot_spec("ur5").home)
 
 
 def franka_loop(**kw) -> ControlLoop:
-    cfg = ExecutorNodeConfig(
-        robot="fr3",
+    cfg = ControlConfig(
         arm_prefixes=[""],
         control_rate=RATE,
         action_dt=0.1,
         hold_after=0.5,
-        forward_command_topics=["/forward_position_controller/commands"],
-        gripper_topics=["/g"],
         **kw,
     )
     return ControlLoop(cfg, load_robot_spec("fr3"))
@@ -132,15 +129,11 @@ def test_preview_mode_does_not_need_the_arm_to_follow():
 
 
 def test_bimanual_layout_splits_two_prefixed_arms():
-    cfg = ExecutorNodeConfig(
-        robot="ur5",
+    cfg = ControlConfig(
         action_layout="ur5_bimanual_joint",
         arm_prefixes=["left_", "right_"],
         control_rate=RATE,
         action_dt=0.1,
-        output="joint_trajectory",
-        trajectory_command_topics=["/l", "/r"],
-        gripper_topics=["/lg", "/rg"],
     )
     loop = ControlLoop(cfg, load_robot_spec("ur5"))
     assert (
@@ -170,7 +163,7 @@ def test_layout_and_names_must_agree():
 def test_end_effector_layout_gives_poses_inside_the_workspace():
     from tinyvla_ros.core.rotations import matrix_to_rot6d
 
-    loop = franka_loop(action_layout="franka_ee", output="ee_pose", pose_command_topics=["/pose"])
+    loop = franka_loop(action_layout="franka_ee")
     spec = load_robot_spec("fr3")
     home_pose = spec.kinematics.fk(np.array(FR3_HOME))
     outside = np.array([2.0, 0.0, -1.0])  # beyond the workspace box in x and z

@@ -135,7 +135,7 @@ def bench_dataset(bags: list[Path], root: Path) -> tuple[Path, list[list]]:
     import torch
 
     from tinyvla_ros.data.augment import AugmentConfig
-    from tinyvla_ros.data.training import EpisodeDataset, SampleConfig
+    from tinyvla_ros.data.samples import EpisodeDataset, SampleConfig
 
     start = time.perf_counter()
     info = convert_bags(bags, root)

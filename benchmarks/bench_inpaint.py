@@ -45,10 +45,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyvla_ros.core.chunking import EXECUTION_MODES
+from tinyvla_ros.core.robots import SETUPS
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
-MODES = ("open_loop", "temporal_ensemble", "overlap_blend", "inpaint")
+MODES = EXECUTION_MODES
 WINDOW = 6  # ticks after a takeover searched for the seam (margin + soft decay + 1 at the defaults)
 
 
@@ -68,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--checkpoint", default="", help="checkpoint dir (default models/franka, else random init)"
     )
-    p.add_argument("--setup", default="franka", choices=("franka", "ur5_bimanual"))
+    p.add_argument("--setup", default="franka", choices=SETUPS)
     p.add_argument("--tasks", nargs="+", default=None, help="tasks (default: all; --quick: the first)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="scene seeds")
     p.add_argument("--latencies", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="x control period")

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-ROBOTS = ("franka", "ur5_bimanual")
+from tinyvla_ros.core.robots import SETUPS
+
 MAX_DURATION = 180.0
 STARTUP_TIMEOUT = 240.0  # s for the nodes to come up (torch import, checkpoint load, warm-up)
 RANDOM_MARKER = "tinyvla_demo_random_init.json"
@@ -54,8 +55,8 @@ class DemoConfig:
     image_height: int = 0
 
     def __post_init__(self) -> None:
-        if self.robot not in ROBOTS:
-            raise ValueError(f"robot must be one of {list(ROBOTS)}, got {self.robot!r}")
+        if self.robot not in SETUPS:
+            raise ValueError(f"robot must be one of {list(SETUPS)}, got {self.robot!r}")
         if not 0 < self.duration <= MAX_DURATION:
             raise ValueError(f"duration must be in (0, {MAX_DURATION:g}] s, got {self.duration!r}")
         if self.seed < 0:
@@ -476,7 +477,7 @@ def run_demo(cfg: DemoConfig) -> tuple[int, dict[str, Any]]:
 
 def parse_args(argv: list[str] | None) -> DemoConfig:
     parser = argparse.ArgumentParser(prog="tinyvla-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--robot", default="franka", choices=ROBOTS)
+    parser.add_argument("--robot", default="franka", choices=SETUPS)
     parser.add_argument(
         "--duration", type=float, default=60.0, help=f"seconds once started (max {MAX_DURATION:g})"
     )

@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 from safetensors.torch import load_file  # noqa: E402
 
 from tinyvla_ros.data.features import CACHE_DIR, MANIFEST, CachedFeatureDataset, build_cache  # noqa: E402
+from tinyvla_ros.data.samples import EpisodeDataset, SampleConfig  # noqa: E402
 from tinyvla_ros.data.train import EMA_FILE, TrainConfig, Trainer, normalizer_from_stats  # noqa: E402
-from tinyvla_ros.data.training import EpisodeDataset, SampleConfig  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,19 +20,19 @@ from tinyvla_ros.data.augment import (  # noqa: E402
 )
 from tinyvla_ros.data.checkpointing import optimizer_from_files, optimizer_to_files  # noqa: E402
 from tinyvla_ros.data.episodes import EpisodeFile, load_info  # noqa: E402
+from tinyvla_ros.data.samples import (  # noqa: E402
+    EpisodeDataset,
+    SampleConfig,
+    action_window,
+    collate,
+    split_episodes,
+)
 from tinyvla_ros.data.train import (  # noqa: E402
     TrainConfig,
     Trainer,
     autocast_dtype,
     lr_factor,
     normalizer_from_stats,
-)
-from tinyvla_ros.data.training import (  # noqa: E402
-    EpisodeDataset,
-    SampleConfig,
-    action_window,
-    collate,
-    split_episodes,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")

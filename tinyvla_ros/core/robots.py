@@ -49,6 +49,8 @@ UR_JOINT_NAMES = (
     "wrist_3_joint",
 )
 ACTION_LAYOUTS = ("franka_joint", "franka_ee", "ur5_bimanual_joint")
+# the robot set-ups the package ships (config/<setup>.yaml, launch/<setup>.launch.py, the fakes)
+SETUPS = ("franka", "ur5_bimanual")
 
 
 def _vec(name: str, value: object, n: int | None = None, positive: bool = False) -> np.ndarray:

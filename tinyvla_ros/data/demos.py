@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyvla_ros.core.robots import SETUPS
 from tinyvla_ros.data.bag import LATCHED, BagWriter, BagWriterConfig, TopicQos
 from tinyvla_ros.data.convert import LAYOUT_KEY, BagLayout
 from tinyvla_ros.data.messages import (
@@ -45,7 +46,6 @@ from tinyvla_ros.data.messages import (
     string_msg,
 )
 
-SETUPS = ("franka", "ur5_bimanual")
 ACTION_TOPIC = "/tinyvla/action"
 CAMERA_QOS = TopicQos(depth=10)
 

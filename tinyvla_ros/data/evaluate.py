@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyvla_ros.core.chunking import EXECUTION_MODES
 from tinyvla_ros.data.demos import SETUPS, graph_parameters
 
 
@@ -55,7 +56,7 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.setup must be one of {list(SETUPS)}, got {self.setup!r}")
         if not self.seeds or any(int(s) < 0 for s in self.seeds):
             raise ValueError(f"EvalConfig.seeds must be non-negative ints, got {self.seeds!r}")
-        if self.execution_mode not in ("", "open_loop", "temporal_ensemble", "overlap_blend", "inpaint"):
+        if self.execution_mode not in ("", *EXECUTION_MODES):
             raise ValueError(
                 f"EvalConfig.execution_mode {self.execution_mode!r} is not a chunk execution mode"
             )
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--execution-mode",
         default="",
-        choices=("", "open_loop", "temporal_ensemble", "overlap_blend", "inpaint"),
+        choices=("", *EXECUTION_MODES),
     )
     p.add_argument("--max-seconds", type=float, default=0.0, help="episode time limit (0: per-task default)")
     p.add_argument("--width", type=int, default=0, help="camera width (0: the params file's fake cameras)")

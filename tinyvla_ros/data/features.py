@@ -28,7 +28,7 @@ import torch
 
 from tinyvla_ros.data.augment import center_crop
 from tinyvla_ros.data.episodes import EpisodeFile, load_info
-from tinyvla_ros.data.training import action_window
+from tinyvla_ros.data.samples import action_window
 from tinyvla_ros.vla.preprocess import prepare_image
 
 CACHE_DIR = "feature_cache"

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tinyvla_ros.core.robots import SETUPS
+
 # Position (task_state key) each task's instruction refers to.
 PROBE_TARGETS = {
     "pick_red_cube": "red_cube_pos",
@@ -277,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = ProbeConfig(target="")
     p = argparse.ArgumentParser(prog="tinyvla-probe", description=__doc__.split("\n\n")[0])
     p.add_argument("target", help="preset name or checkpoint directory")
-    p.add_argument("--setup", default=d.setup, choices=tuple(sorted({"franka", "ur5_bimanual"})))
+    p.add_argument("--setup", default=d.setup, choices=SETUPS)
     p.add_argument("--tasks", nargs="+", default=None, help="tasks (default: the set-up's first)")
     p.add_argument("--scenes", type=int, default=d.scenes)
     p.add_argument("--held-out", type=int, default=d.held_out)

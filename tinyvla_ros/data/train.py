@@ -44,7 +44,7 @@ import torch
 from tinyvla_ros.data.augment import AugmentConfig
 from tinyvla_ros.data.checkpointing import latest_checkpoint, load_training_state, save_training_state
 from tinyvla_ros.data.episodes import load_info, load_stats
-from tinyvla_ros.data.training import EpisodeDataset, SampleConfig, collate, split_episodes
+from tinyvla_ros.data.samples import EpisodeDataset, SampleConfig, collate, split_episodes
 from tinyvla_ros.vla.config import PRESETS, get_config
 from tinyvla_ros.vla.normalize import Normalizer
 

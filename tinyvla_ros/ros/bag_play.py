@@ -32,10 +32,10 @@ from typing import Any
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
-from tinyvla_ros.data.bag import BagError, BagReader, TopicQos
+from tinyvla_ros.data.bag import BagError, BagReader
+from tinyvla_ros.ros.qos import bag_qos
 from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 NODE_NAME = "tinyvla_bag_player"
@@ -51,20 +51,6 @@ def message_class(msgtype: str) -> type:
         return getattr(module, parts[2])
     except (ImportError, AttributeError) as exc:
         raise ImportError(f"message type {msgtype!r} is not installed (ROS package {parts[0]!r})") from exc
-
-
-def qos_profile(qos: TopicQos) -> QoSProfile:
-    """TopicQos (as stored in the bag) -> rclpy QoSProfile."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=int(qos.depth),
-        reliability=ReliabilityPolicy.BEST_EFFORT
-        if qos.reliability == "best_effort"
-        else ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL
-        if qos.durability == "transient_local"
-        else DurabilityPolicy.VOLATILE,
-    )
 
 
 def parse_remaps(items: Sequence[str]) -> dict[str, str]:
@@ -150,7 +136,7 @@ class BagPlayer(Node):
         self._topics = chosen
         self._pubs = {
             t: self.create_publisher(
-                message_class(topics[t].msgtype), cfg.remap.get(t, t), qos_profile(topics[t].qos)
+                message_class(topics[t].msgtype), cfg.remap.get(t, t), bag_qos(topics[t].qos)
             )
             for t in chosen
         }

@@ -30,10 +30,12 @@ from typing import Any
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
+from tinyvla_ros.core.robots import SETUPS
 from tinyvla_ros.data.bag import BagWriter, BagWriterConfig, TopicQos, ensure_type, typestore
 from tinyvla_ros.ros.bag_play import message_class
+from tinyvla_ros.ros.qos import bag_qos
 from tinyvla_ros.ros.shutdown import ignore_further_interrupts
 
 NODE_NAME = "tinyvla_bag_recorder"
@@ -87,19 +89,6 @@ def offered_qos(infos: Sequence[Any], depth: int) -> TopicQos:
         reliability="best_effort" if best_effort else "reliable",
         durability="transient_local" if latched else "volatile",
         depth=depth,
-    )
-
-
-def subscription_qos(qos: TopicQos) -> QoSProfile:
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=int(qos.depth),
-        reliability=ReliabilityPolicy.BEST_EFFORT
-        if qos.reliability == "best_effort"
-        else ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL
-        if qos.durability == "transient_local"
-        else DurabilityPolicy.VOLATILE,
     )
 
 
@@ -168,7 +157,7 @@ class BagRecorder(Node):
                 )
             self._writer.add_topic(topic, msgtype, qos)
         self._subs[topic] = self.create_subscription(
-            cls, topic, self._callback(topic), subscription_qos(qos), raw=True
+            cls, topic, self._callback(topic), bag_qos(qos), raw=True
         )
         self.get_logger().info(f"recording {topic} [{msgtype}] {qos.reliability}/{qos.durability}")
 
@@ -247,9 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyvla-bag-record", description=__doc__.split("\n\n")[0])
     parser.add_argument("output", help="bag directory to create")
     parser.add_argument("topics", nargs="*", help="topics to record")
-    parser.add_argument(
-        "--setup", choices=("franka", "ur5_bimanual"), help="record the set-up's graph topics"
-    )
+    parser.add_argument("--setup", choices=SETUPS, help="record the set-up's graph topics")
     parser.add_argument("--all", action="store_true", help="record every topic (but --exclude)")
     parser.add_argument(
         "--exclude", nargs="+", default=list(DEFAULT_EXCLUDE), help="topics not recorded with --all"

@@ -29,9 +29,10 @@ from typing import Any
 
 import yaml
 
+from tinyvla_ros.core.chunking import EXECUTION_MODES
+from tinyvla_ros.core.robots import SETUPS
 from tinyvla_ros.paths import config_dir
 
-ROBOTS = ("franka", "ur5_bimanual")
 CAMERA_DRIVERS = ("wrapper", "direct")
 ZED_NAMINGS = ("current", "legacy")
 POLICY = "tinyvla_policy"
@@ -75,7 +76,7 @@ ARGUMENTS: tuple[Argument, ...] = (
         "execution_mode",
         "",
         "chunk execution: open_loop | temporal_ensemble | overlap_blend | inpaint (empty: params file)",
-        ("", "open_loop", "temporal_ensemble", "overlap_blend", "inpaint"),
+        ("", *EXECUTION_MODES),
     ),
     Argument(
         "output",
@@ -182,8 +183,8 @@ def _flag(value: bool | str, name: str) -> bool:
 
 def default_params_file(robot: str) -> Path:
     """config/<robot>.yaml of the package."""
-    if robot not in ROBOTS:
-        raise ValueError(f"robot must be one of {list(ROBOTS)}, got {robot!r}")
+    if robot not in SETUPS:
+        raise ValueError(f"robot must be one of {list(SETUPS)}, got {robot!r}")
     return config_dir() / f"{robot}.yaml"
 
 
@@ -277,8 +278,8 @@ def build_graph(
     argument and NotImplementedError when a requested optional node is not installed.
     """
     params_path = str(Path(params_file).expanduser()) if str(params_file) else str(default_params_file(robot))
-    if robot not in ROBOTS:
-        raise ValueError(f"robot must be one of {list(ROBOTS)}, got {robot!r}")
+    if robot not in SETUPS:
+        raise ValueError(f"robot must be one of {list(SETUPS)}, got {robot!r}")
     if camera_driver not in CAMERA_DRIVERS:
         raise ValueError(f"camera_driver must be one of {list(CAMERA_DRIVERS)}, got {camera_driver!r}")
     if zed_topic_naming not in ZED_NAMINGS:
@@ -474,7 +475,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="tinyvla-graph",
         description="Start the tinyvla_ros node graph as separate processes (no launch system).",
     )
-    parser.add_argument("robot", choices=ROBOTS)
+    parser.add_argument("robot", choices=SETUPS)
     for arg in ARGUMENTS:
         kw: dict[str, Any] = {"default": arg.default, "help": arg.description}
         if arg.choices:

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from tinyvla_ros.core.robots import SETUPS
+
 FAKE = "tinyvla_fake_robot"
 EXECUTOR = "tinyvla_executor"
 POLICY = "tinyvla_policy"
@@ -351,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="tinyvla-graph-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint directory (e.g. models/franka)")
-    p.add_argument("--robot", default="franka", choices=("franka", "ur5_bimanual"))
+    p.add_argument("--robot", default="franka", choices=SETUPS)
     p.add_argument("--tasks", nargs="+", default=None)
     p.add_argument("--seeds", default="1000-1004", help="scene seeds, e.g. 1000-1049")
     p.add_argument("--instruction", default="", help="give the policy this instruction in every episode")

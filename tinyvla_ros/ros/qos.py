@@ -8,14 +8,19 @@ Profiles:
 - sensor streams (camera images, joint states): depth ``depth``, reliability from config;
 - chunks and controller commands: reliable, keep last ``depth``;
 - the instruction topic: reliable + transient local (latched), depth 1;
-- diagnostics: reliable, depth 10.
+- diagnostics: reliable, depth 10;
+- a bag's topics (recording and playing): the profile stored in the bag (``bag_qos``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+if TYPE_CHECKING:  # the bag layer (rosbags) is not loaded by every node
+    from tinyvla_ros.data.bag import TopicQos
 
 RELIABILITY = {
     "reliable": ReliabilityPolicy.RELIABLE,
@@ -72,4 +77,18 @@ def latched_qos() -> QoSProfile:
         depth=1,
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+
+
+def bag_qos(qos: TopicQos) -> QoSProfile:
+    """The QoS a bag stores for a topic (tinyvla_ros.data.bag.TopicQos) as an rclpy profile."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=int(qos.depth),
+        reliability=ReliabilityPolicy.BEST_EFFORT
+        if qos.reliability == "best_effort"
+        else ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL
+        if qos.durability == "transient_local"
+        else DurabilityPolicy.VOLATILE,
     )

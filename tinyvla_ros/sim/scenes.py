@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyvla_ros.core.robots import SETUPS
 from tinyvla_ros.sim.robots import NO_COLLISION, ArmSpec, fmt, franka_arm, lookat_xyaxes, quat_z, ur5_arm
 
-SETUPS = ("franka", "ur5_bimanual")
 CUBE_HALF = 0.02  # Franka scene: 4 cm cubes (the Franka Hand opens 8 cm)
 UR_CUBE_HALF = 0.025  # bimanual scene: 5 cm cubes, room for two grippers during a hand-over
 CUBE_COLOURS = {"red": "0.85 0.12 0.1 1", "green": "0.1 0.7 0.2 1", "blue": "0.12 0.3 0.9 1"}

@@ -28,9 +28,9 @@ from tinyvla_ros.core.camera_calib import (
     zed_optical_frame,
     zed_rgb_topics,
 )
+from tinyvla_ros.core.robots import SETUPS
 from tinyvla_ros.ros.fake_robot.pacing import TIME_MODES, PacingConfig
 
-SETUPS = ("franka", "ur5_bimanual")
 CLOCK_ORIGINS = ("wall", "zero")
 RELIABILITIES = ("reliable", "best_effort")
 ZED_NAMINGS = ("current", "legacy")

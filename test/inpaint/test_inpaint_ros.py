@@ -169,7 +169,8 @@ def test_policy_node_holds_the_committed_steps_and_ignores_a_stale_plan(checkpoi
 
 
 def test_inpaint_parameters_are_validated_and_read_from_the_params_files():
-    from tinyvla_ros.ros.params import EXECUTION_MODES, ExecutorNodeConfig, InpaintSpec, PolicyNodeConfig
+    from tinyvla_ros.core.chunking import EXECUTION_MODES
+    from tinyvla_ros.ros.params import ExecutorNodeConfig, InpaintSpec, PolicyNodeConfig
 
     assert "inpaint" in EXECUTION_MODES
     for robot in ("franka", "ur5_bimanual"):

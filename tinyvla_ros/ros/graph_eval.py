@@ -62,10 +62,8 @@ class GraphEvalConfig:
     real_time_factor: float = 0.0
 
     def __post_init__(self) -> None:
-        from tinyvla_ros.ros.graph import ROBOTS
-
-        if self.robot not in ROBOTS:
-            raise ValueError(f"GraphEvalConfig.robot must be one of {list(ROBOTS)}, got {self.robot!r}")
+        if self.robot not in SETUPS:
+            raise ValueError(f"GraphEvalConfig.robot must be one of {list(SETUPS)}, got {self.robot!r}")
         if not self.seeds or any(int(s) < 0 for s in self.seeds):
             raise ValueError(f"GraphEvalConfig.seeds must be non-negative ints, got {self.seeds!r}")
         for name in ("max_seconds", "settle_seconds", "real_time_factor"):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyvla_ros.ros.graph import ARGUMENTS, ROBOTS, NodeSpec, build_graph
+from tinyvla_ros.core.robots import SETUPS
+from tinyvla_ros.ros.graph import ARGUMENTS, NodeSpec, build_graph
 
 PACKAGE = "tinyvla_ros"
 
@@ -32,8 +33,8 @@ def _import_launch() -> tuple[Any, Any]:
 
 def launch_description(robot: str):
     """The LaunchDescription of ``robot`` ("franka" | "ur5_bimanual")."""
-    if robot not in ROBOTS:
-        raise ValueError(f"robot must be one of {list(ROBOTS)}, got {robot!r}")
+    if robot not in SETUPS:
+        raise ValueError(f"robot must be one of {list(SETUPS)}, got {robot!r}")
     launch, _ = _import_launch()
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
 

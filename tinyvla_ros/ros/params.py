@@ -137,6 +137,10 @@ class PolicyNodeConfig:
     inference_rate: float = _doc("maximum inferences per second", default=10.0)
     action_dt: float = _doc("seconds between consecutive steps of a chunk", default=0.05)
     max_age: float = _doc("reject an observation whose frames are older than this (s)", default=0.25)
+    max_start_age: float = _doc(
+        "start an inference only from frames at most this old (s), else wait for fresher ones; 0 = off",
+        default=0.0,
+    )
     max_skew: float = _doc("reject when the cameras' frames are further apart than this (s)", default=0.05)
     frozen_timeout: float = _doc("a camera whose stamp stops advancing this long is frozen (s)", default=0.5)
     buffer_len: int = _doc("frames kept per camera", default=8)
@@ -170,6 +174,12 @@ class PolicyNodeConfig:
             "diagnostics_period",
         ):
             _positive(name, getattr(self, name))
+        _check(
+            math.isfinite(self.max_start_age) and self.max_start_age >= 0.0,
+            "max_start_age",
+            self.max_start_age,
+            "must be a finite number >= 0 (0 = off)",
+        )
         _check(self.buffer_len >= 1, "buffer_len", self.buffer_len, "must be >= 1")
         _check(self.seed >= -1, "seed", self.seed, "must be >= -1")
         _one_of("qos_reliability", self.qos_reliability, RELIABILITIES)

@@ -9,9 +9,12 @@ Lifecycle:
 
 Data flow: subscription callbacks (their own callback group) decode images (any supported
 encoding is converted to RGB; an unknown encoding or a wrong size is a diagnostics ERROR and the
-frame is dropped) and feed an ObservationAssembler. The worker, at most ``inference_rate`` times
-per second, assembles an observation (or records why it was rejected), runs the engine and
-publishes the chunk as trajectory_msgs/JointTrajectory on ``~/chunk`` with header.stamp = the
+frame is dropped) and feed an ObservationAssembler. The worker starts an inference as soon as a
+fresh synchronised observation exists (every camera has a frame newer than the last one used; it
+sleeps until a frame arrives, never polls), at most ``inference_rate`` times per second. Frames
+older than ``max_start_age`` when the worker is free are skipped (counted as
+``observations_skipped.late_start``): the worker waits for the next frame rather than predict
+from an old one. It runs the engine and publishes the chunk as trajectory_msgs/JointTrajectory on ``~/chunk`` with header.stamp = the
 observation's stamp, joint_names = action names, time_from_start = i * action_dt.
 
 Inpainting (``inpaint.enabled``; the executor in any mode, best ``execution_mode: inpaint``): the
@@ -63,7 +66,7 @@ from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
 from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 NODE_NAME = "tinyvla_policy"
-_RETRY_S = 0.01  # worker back-off after a rejected observation
+_IDLE_S = 0.1  # s the worker sleeps at most without a new frame (instruction and health re-checked)
 
 
 def committed_fields(msg: JointTrajectory, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +112,7 @@ class PolicyNode(LifecycleNode):
         self._chunk_pub = None
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
+        self._new_frame = threading.Event()  # set by each buffered camera frame: wakes the worker
         self._committed: tuple[float, np.ndarray, np.ndarray] | None = None  # (received, times, actions)
         self._delay: DelayEstimator | None = None
         self._last_hard_steps = 0
@@ -207,6 +211,7 @@ class PolicyNode(LifecycleNode):
 
     def _stop_worker(self) -> None:
         self._stop.set()
+        self._new_frame.set()
         if self._worker is not None:
             self._worker.join(timeout=30.0)
             self._worker = None
@@ -301,6 +306,8 @@ class PolicyNode(LifecycleNode):
                 except ValueError as exc:  # e.g. a non-finite stamp
                     self.diag.count(f"frames_rejected.{camera}.stamp")
                     self.diag.problem(f"camera {camera}", "error", str(exc))
+                    return
+        self._new_frame.set()
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:
@@ -365,13 +372,14 @@ class PolicyNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _run(self) -> None:
-        """Worker loop: at most ``inference_rate`` inferences per second until stopped."""
+        """Worker loop: infer on each fresh observation, at most ``inference_rate`` per second."""
         period = 1.0 / self.cfg.inference_rate
         next_start = time.monotonic()
         while not self._stop.is_set():
             wait = next_start - time.monotonic()
             if wait > 0.0 and self._stop.wait(wait):
                 break
+            self._new_frame.clear()  # a frame arriving from here on wakes the next wait
             started = time.monotonic()
             try:
                 produced = self._infer_once()
@@ -382,7 +390,11 @@ class PolicyNode(LifecycleNode):
                 self.diag.count("inference_errors")
                 self.diag.problem("inference", "error", f"{type(exc).__name__}: {exc}")
                 self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}")
-            next_start = started + (period if produced else _RETRY_S)
+            if produced:
+                next_start = started + period
+            else:  # nothing fresh to infer from: sleep until the next frame (or _IDLE_S)
+                self._new_frame.wait(_IDLE_S)
+                next_start = time.monotonic()
 
     def _infer_once(self) -> bool:
         """Assemble one observation and publish its chunk; False when nothing was published."""
@@ -399,6 +411,9 @@ class PolicyNode(LifecycleNode):
                 self.diag.problem("observation", "warn", f"{result.code}: {result.reason}")
             return False
         self.diag.clear("observation")
+        if 0.0 < self.cfg.max_start_age < result.age:
+            self.diag.count("observations_skipped.late_start")  # the worker was busy: wait for a newer frame
+            return False
         self._last_skew = float(result.skew)
         self._max_skew = max(self._max_skew, self._last_skew)
         seed = self.cfg.seed if self.cfg.seed >= 0 else None

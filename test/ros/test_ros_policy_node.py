@@ -87,3 +87,67 @@ def test_unknown_engine_fails_configure_naming_it(context, franka_checkpoint):
         assert "warp_drive" in node.report()[1]
     finally:
         node.destroy_node()
+
+
+def _spin_policy_with_frames(context, franka_checkpoint, frame_age: float, seconds: float):
+    """The policy node (max_start_age 0.05 s) fed 15 Hz frames stamped ``frame_age`` s in the
+    past; returns (chunks published, the node's diagnostics counters)."""
+    import threading
+    import time
+
+    import numpy as np
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image, JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from tinyvla_ros.ros.conversions import joint_state, rgb_to_image
+
+    node = make_node(context, checkpoint=str(franka_checkpoint), warmup_runs=0, num_threads=1,
+                     max_start_age=0.05, instruction="pick up the red cube", seed=0)  # fmt: skip
+    rig = rclpy.create_node("late_start_rig", context=context)
+    cams = {
+        c: rig.create_publisher(Image, f"/{c}/zed_node/rgb/color/rect/image", 5)
+        for c in ("zed_left", "zed_right")
+    }
+    joints = rig.create_publisher(JointState, "/joint_states", 5)
+    chunks = []
+    rig.create_subscription(JointTrajectory, "/tinyvla_policy/chunk", chunks.append, 10)
+    names = list(node.cfg.state_joint_names)
+    rng = np.random.default_rng(0)
+
+    def publish() -> None:
+        now = rig.get_clock().now().nanoseconds * 1e-9
+        joints.publish(joint_state(names, np.zeros(len(names)), now))
+        for cam, pub in cams.items():
+            rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            pub.publish(rgb_to_image(rgb, "bgra8", now - frame_age, cam))
+
+    rig.create_timer(1.0 / 15.0, publish)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(rig)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        spinner.start()
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        time.sleep(seconds)
+        node.trigger_deactivate()
+        counters = node.report()[2]
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        if spinner.is_alive():
+            spinner.join(timeout=5.0)
+        node.destroy_node()
+        rig.destroy_node()
+    return chunks, counters
+
+
+@pytest.mark.parametrize(("frame_age", "infers"), [(0.0, True), (0.2, False)])
+def test_worker_skips_frames_older_than_max_start_age(context, franka_checkpoint, frame_age, infers):
+    chunks, counters = _spin_policy_with_frames(context, franka_checkpoint, frame_age, seconds=2.0)
+    skipped = int(counters.get("observations_skipped.late_start", 0))
+    if infers:  # fresh frames: chunks; a frame that aged while the worker was busy may be skipped
+        assert len(chunks) >= 5 and skipped <= len(chunks) // 2, (len(chunks), counters)
+    else:  # 0.2 s old (inside max_age 0.25, beyond max_start_age 0.05): no chunk, each one counted
+        assert len(chunks) == 0 and skipped >= 10, (len(chunks), counters)

@@ -7,6 +7,8 @@ Measures, while inference runs continuously:
 - command period at ``--control-rate`` (100 Hz): p50/p99 of the executor timer's period and of
   the commands' inter-arrival times here (jitter = p99 - p50);
 - inference latency p50/p99 (policy node diagnostics), chunk and command rates;
+- where the camera -> command time goes, per stage: the frame's age when its inference starts
+  (policy diagnostics), inference, stamp -> chunk arrival here, chunk arrival -> first command;
 - CPU per node process (psutil; 1.0 = one core) and of this process (sensors + recorder).
 
 The nodes run as separate processes from tinyvla_ros.ros.graph (the tinyvla-graph code path), with
@@ -14,6 +16,8 @@ actuation on and this process acting as a perfectly tracking arm. Writes
 benchmarks/results/runtime.json. Runs in its own random ROS_DOMAIN_ID, localhost only.
 
     python benchmarks/bench_runtime.py [--quick] [--duration 30] [--width 640 --height 480]
+    python benchmarks/bench_runtime.py --compare [--duration 120]   # the policy settings before / after,
+                                                                  # one after the other in one run
 """
 
 from __future__ import annotations
@@ -53,6 +57,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inference-rate", type=float, default=10.0, help="upper bound (Hz)")
     p.add_argument("--execution-mode", default="temporal_ensemble")
     p.add_argument("--checkpoint", default="", help="default: a random-init nano checkpoint written here")
+    p.add_argument("--engine", default="torch", help="policy inference engine (torch, onnx, ...)")
+    p.add_argument("--max-start-age", type=float, default=0.0, help="policy max_start_age (s; 0 = off)")
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the graph twice in one run: the policy settings of --before, then the ones given",
+    )
+    p.add_argument(
+        "--before",
+        default="engine=torch,inference_rate=10,max_start_age=0",
+        help="--compare: the first run's policy settings (key=value,...)",
+    )
     p.add_argument("--out", default=str(HERE / "results" / "runtime.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -147,15 +163,19 @@ class Probe:
         rclpy.shutdown(context=self.context)
 
 
-def end_to_end(chunks: list[tuple[float, float]], commands: list[tuple[float, float]]) -> np.ndarray:
-    """Per chunk: first command arriving after the chunk, minus the chunk's camera stamp (s)."""
+def end_to_end(
+    chunks: list[tuple[float, float]], commands: list[tuple[float, float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per chunk (s): (first command arriving after the chunk - the chunk's camera stamp,
+    the chunk's arrival here - its camera stamp)."""
     arrivals = np.array([c[0] for c in commands])
-    out = []
+    e2e, to_chunk = [], []
     for arrival, stamp in chunks:
         i = int(np.searchsorted(arrivals, arrival, side="right"))
         if i < len(arrivals):
-            out.append(arrivals[i] - stamp)
-    return np.array(out)
+            e2e.append(arrivals[i] - stamp)
+            to_chunk.append(arrival - stamp)
+    return np.array(e2e), np.array(to_chunk)
 
 
 def pct(values: np.ndarray, q: float, scale: float = 1e3) -> float:
@@ -177,7 +197,12 @@ def run(args) -> dict:
         enable_actuation=True,
         execution_mode=args.execution_mode,
         extra_parameters={
-            "tinyvla_policy": {"inference_rate": args.inference_rate, "num_threads": 1},
+            "tinyvla_policy": {
+                "inference_rate": args.inference_rate,
+                "num_threads": 1,
+                "engine": args.engine,
+                "max_start_age": args.max_start_age,
+            },
             "tinyvla_executor": {"control_rate": args.control_rate},
         },
     )
@@ -208,7 +233,7 @@ def run(args) -> dict:
         probe.close()
         tmp.cleanup()
     periods = np.diff([c[1] for c in commands])
-    e2e = end_to_end(chunks, commands)
+    e2e, to_chunk = end_to_end(chunks, commands)
     pol, exe = diags.get("tinyvla_policy", {}), diags.get("tinyvla_executor", {})
     return {
         "window_s": round(window, 1),
@@ -220,6 +245,18 @@ def run(args) -> dict:
             exe.get("obs_to_command_latency_p99_ms"),
         ),
         "inference_ms": (pol.get("inference_latency_p50_ms"), pol.get("inference_latency_p99_ms")),
+        "start_age_ms": (
+            pol.get("observation_age_at_start_p50_ms"),
+            pol.get("observation_age_at_start_p99_ms"),
+        ),
+        "stamp_to_chunk_ms": (pct(to_chunk, 50), pct(to_chunk, 99)),
+        "chunk_to_command_ms": (pct(e2e - to_chunk, 50), pct(e2e - to_chunk, 99)),
+        "late_starts_skipped": pol.get("observations_skipped.late_start", "0"),
+        "policy": {
+            "engine": args.engine,
+            "inference_rate": args.inference_rate,
+            "max_start_age": args.max_start_age,
+        },
         "arrival_period_ms": (pct(periods, 50), pct(periods, 99), float(np.max(periods) * 1e3)),
         "timer_period_ms": (
             exe.get("control_period_p50_ms"),
@@ -247,7 +284,14 @@ def to_result(args, r: dict) -> dict:
             f"{r['e2e_ms'][2]} chunks",
         ],
         ["end-to-end as the executor sees it (stamp -> publish)", *r["executor_e2e_ms"], ""],
-        ["policy inference (predict_chunk)", *r["inference_ms"], f"{r['chunks_per_s']} chunks/s"],
+        [
+            "stage: frame age when its inference starts (policy)",
+            *r["start_age_ms"],
+            f"{r['late_starts_skipped']} observations skipped as late",
+        ],
+        ["stage: policy inference (predict_chunk)", *r["inference_ms"], f"{r['chunks_per_s']} chunks/s"],
+        ["stage: camera stamp -> chunk arrival here", *r["stamp_to_chunk_ms"], ""],
+        ["stage: chunk arrival -> first command after it (here)", *r["chunk_to_command_ms"], ""],
         [
             f"control period at {args.control_rate:g} Hz: executor tick starts",
             *r["timer_period_ms"][:2],
@@ -282,7 +326,8 @@ def to_result(args, r: dict) -> dict:
             },
         ],
         "notes": [
-            f"nano preset (random init), 2 ZED-like bgra8 streams {args.width}x{args.height} at {args.camera_rate:g} Hz, "
+            f"{'nano preset (random init)' if not args.checkpoint else args.checkpoint}, engine {args.engine}, "
+            f"max_start_age {args.max_start_age:g} s, 2 ZED-like bgra8 streams {args.width}x{args.height} at {args.camera_rate:g} Hz, "
             f"joint states at 100 Hz, inference_rate <= {args.inference_rate:g} Hz, {args.execution_mode}, "
             "forward_position output with actuation on, this process tracking the commands.",
             "Jitter = p99 - p50 of the command period. Shared 2-core machine: other jobs run at the same time "
@@ -293,9 +338,40 @@ def to_result(args, r: dict) -> dict:
     }
 
 
+def compare(args) -> dict:
+    """--compare: the graph with the --before policy settings, then with the given ones (one run)."""
+    import copy
+
+    before = copy.copy(args)
+    for item in filter(None, args.before.split(",")):
+        key, value = item.split("=", 1)
+        setattr(before, key, value if key == "engine" else float(value))
+    runs = [(before, run(before)), (args, run(args))]
+    results = [to_result(a, r) for a, r in runs]
+    labels = [
+        f"engine {a.engine}, inference_rate {a.inference_rate:g} Hz, max_start_age {a.max_start_age:g} s"
+        for a, _ in runs
+    ]
+    rows = []
+    for i, row in enumerate(results[0]["tables"][0]["rows"]):
+        after = results[1]["tables"][0]["rows"][i]
+        rows.append([row[0], row[1], row[2], after[1], after[2], after[3]])
+    out = results[1]
+    out["tables"].insert(
+        0,
+        {
+            "caption": f"Before ({labels[0]}) / after ({labels[1]}), one run, {args.duration:g} s each (ms)",
+            "columns": ["figure", "before p50", "before p99", "after p50", "after p99", "note (after)"],
+            "rows": rows,
+        },
+    )
+    out["raw"] = {"before": runs[0][1], "after": runs[1][1]}
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    result = to_result(args, run(args))
+    result = compare(args) if args.compare else to_result(args, run(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

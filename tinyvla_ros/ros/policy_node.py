@@ -104,6 +104,7 @@ class PolicyNode(LifecycleNode):
         self.cfg: PolicyNodeConfig = declare_policy_config(self)
         self.diag = DiagnosticState()
         self.latency = LatencyStats()
+        self.start_age = LatencyStats()  # oldest frame's age when its inference starts
         self._lock = threading.Lock()  # guards the assembler
         self._instruction = self.cfg.instruction
         self._engine = None
@@ -414,6 +415,7 @@ class PolicyNode(LifecycleNode):
         if 0.0 < self.cfg.max_start_age < result.age:
             self.diag.count("observations_skipped.late_start")  # the worker was busy: wait for a newer frame
             return False
+        self.start_age.add(result.age)
         self._last_skew = float(result.skew)
         self._max_skew = max(self._max_skew, self._last_skew)
         seed = self.cfg.seed if self.cfg.seed >= 0 else None
@@ -446,7 +448,7 @@ class PolicyNode(LifecycleNode):
         level, message = summarize(
             problems, f"{self._state_label}, {counters.get('chunks_published', 0)} chunks"
         )
-        latency = self.latency.summary(1e3)
+        latency, start_age = self.latency.summary(1e3), self.start_age.summary(1e3)
         values = {
             "state": self._state_label,
             "checkpoint": self.cfg.checkpoint,
@@ -454,6 +456,8 @@ class PolicyNode(LifecycleNode):
             "inference_latency_p50_ms": latency["p50"],
             "inference_latency_p99_ms": latency["p99"],
             "inference_latency_max_ms": latency["max"],
+            "observation_age_at_start_p50_ms": start_age["p50"],
+            "observation_age_at_start_p99_ms": start_age["p99"],
             "camera_skew_last_s": self._last_skew,
             "camera_skew_max_s": self._max_skew,
             "converted_streams": ", ".join(sorted(self._converted)),

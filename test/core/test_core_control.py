@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyvla_ros.core.control import ControlConfig, ControlLoop
+from tinyvla_ros.core.control import ControlConfig, ControlLoop, FaultChecks
 from tinyvla_ros.core.robots import load_robot_spec
 
 FR3 = [f"fr3_joint{i}" for i in range(1, 8)]
@@ -14,7 +14,7 @@ FR3_HOME = list(load_robot_spec("fr3").home)
 UR5_HOME = list(load_robot_spec("ur5").home)
 
 
-def franka_loop(**kw) -> ControlLoop:
+def franka_loop(checks: FaultChecks | None = None, **kw) -> ControlLoop:
     cfg = ControlConfig(
         arm_prefixes=[""],
         control_rate=RATE,
@@ -22,7 +22,7 @@ def franka_loop(**kw) -> ControlLoop:
         hold_after=0.5,
         **kw,
     )
-    return ControlLoop(cfg, load_robot_spec("fr3"))
+    return ControlLoop(cfg, load_robot_spec("fr3"), checks)
 
 
 def chunk_towards(target: np.ndarray, gripper: float, steps: int = 16) -> np.ndarray:
@@ -111,6 +111,26 @@ def test_open_loop_takes_a_new_chunk_only_after_n_steps():
     _, t = run(loop, t, 0.45)
     assert loop.add_chunk(chunk_towards(home + 0.1, 1.0), t, 0.1, t) is None
     assert loop.counters["chunks_used"] == 2
+
+
+@pytest.mark.parametrize("policy_alive", [True, False])
+def test_open_loop_plan_runs_on_while_skipped_chunks_show_fresh_inputs(policy_alive):
+    """max_observation_age in open loop: the chunks skipped mid-plan still prove the cameras and the
+    policy alive; without them the loop holds once the plan's observation is too old."""
+    loop = franka_loop(FaultChecks(max_observation_age=0.18), execution_mode="open_loop", open_loop_steps=8)
+    _, t = run(loop, 0.0, 0.1)
+    home = np.array(FR3_HOME)
+    assert loop.add_chunk(chunk_towards(home, 1.0), t, 0.1, t) is None
+    modes = []
+    for _ in range(3):  # 3 x 0.1 s of the 0.8 s plan, a new observation every 0.1 s
+        results, t = run(loop, t, 0.1)
+        modes += [r.mode for r in results]
+        if policy_alive:
+            assert loop.add_chunk(chunk_towards(home, 1.0), t, 0.1, t) is None
+    if policy_alive:
+        assert set(modes) == {"run"} and loop.counters["chunks_skipped_open_loop"] == 3
+    else:
+        assert modes[-1] == "hold" and modes.index("hold") == int(0.18 * RATE) + 1
 
 
 def test_preview_mode_does_not_need_the_arm_to_follow():

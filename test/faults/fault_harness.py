@@ -507,9 +507,11 @@ class FaultRig:
 
 
 def graph_params(cameras, rate: float, policy_extra: dict[str, object] | None = None) -> dict[str, dict]:
-    """Per-node parameters of a fault rig: lockstep fake (1x real time at most, 1 s gate timeout),
-    64x48 cameras at 30 Hz, a one-thread policy at 20 Hz with 0.15 s max camera age, an executor
-    at ``rate`` Hz with tight fault checks. ``policy_extra`` adds policy parameters (the engine)."""
+    """Per-node parameters of a fault rig on top of the shipped params file: lockstep fake (1x real
+    time at most, 1 s gate timeout), 64x48 cameras at 30 Hz, a one-thread policy, an executor at
+    ``rate`` Hz, faster diagnostics. The fault checks and deadlines (``faults.*``, ``max_age``,
+    ``inference_rate``, ``hold_after``) are the shipped ones. ``policy_extra`` adds policy
+    parameters (the engine)."""
     return {
         FAKE: {
             "time_mode": "lockstep",
@@ -525,19 +527,12 @@ def graph_params(cameras, rate: float, policy_extra: dict[str, object] | None = 
             **(policy_extra or {}),
             "warmup_runs": 1,
             "num_threads": 1,
-            "inference_rate": 20.0,
-            "max_age": 0.15,
             **{f"cameras.{c}.{k}": v for c in cameras for k, v in (("width", 64), ("height", 48))},
             "diagnostics_period": 0.25,
         },
         EXECUTOR: {
             "control_rate": rate,
             "diagnostics_period": 0.25,
-            "faults.state_timeout": 0.15,
-            "faults.max_observation_age": 0.18,
-            "faults.chunk_limit_tolerance": 0.5,
-            "faults.max_chunk_speed_factor": 3.0,
-            "faults.max_start_distance": 0.5,
         },
     }
 

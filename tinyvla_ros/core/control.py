@@ -327,6 +327,7 @@ class ControlLoop:
             return self._dropped("bad_command", self._fault)
         if self.cfg.execution_mode == "open_loop" and not self.executor.needs_chunk(now):
             self.counters["chunks_skipped_open_loop"] += 1
+            self.note_observation(obs_stamp)  # the plan is kept, but the inputs are fresh
             return None
         kept = self.executor.add_chunk(chunk, obs_stamp, now)
         if kept == 0:
@@ -339,6 +340,11 @@ class ControlLoop:
         self._newest_obs = max(self._newest_obs, obs_stamp)
         self._fault = ""
         return None
+
+    def note_observation(self, obs_stamp: float) -> None:
+        """A good chunk from an observation at ``obs_stamp`` arrived but was not needed (open loop
+        mid-plan): the cameras and the policy are alive, for ``max_observation_age``."""
+        self._newest_obs = max(self._newest_obs, obs_stamp)
 
     def bad_chunk_reason(self, chunk: np.ndarray, obs_stamp: float, now: float) -> str:
         """Why a (T, A) chunk is not a plausible command ("" when it is); joint layouts only.

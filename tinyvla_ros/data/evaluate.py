@@ -234,12 +234,15 @@ class PolicyRunner:
         start, inferences, success, tick = time.perf_counter(), 0, False, 0
         while env.time < limit - 1e-9:
             now = env.time
-            if tick % self.ticks_per_step == 0 and self.executor.needs_chunk(now):
-                images, state = self.observe()
-                seed_i = None if policy_seed < 0 else policy_seed + inferences
-                chunk = self.engine.predict_chunk(images, instruction, state, seed=seed_i)
-                loop.add_chunk(chunk, now, self.dt, now)
-                inferences += 1
+            if tick % self.ticks_per_step == 0:
+                if self.executor.needs_chunk(now):
+                    images, state = self.observe()
+                    seed_i = None if policy_seed < 0 else policy_seed + inferences
+                    chunk = self.engine.predict_chunk(images, instruction, state, seed=seed_i)
+                    loop.add_chunk(chunk, now, self.dt, now)
+                    inferences += 1
+                else:  # the live policy's chunk here would be skipped (open loop): not computed
+                    loop.note_observation(now)
             self.tick(now)
             env.step()
             tick += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyvla_ros.ros.graph import ARGUMENTS, ROBOTS, NodeSpec, build_graph
+from tinyvla_ros.ros.graph import ARGUMENTS, ROBOTS, GraphArgs, NodeSpec, build_graph
 
 PACKAGE = "tinyvla_ros"
 
@@ -53,7 +53,7 @@ def _nodes_for(robot: str):
         from launch.substitutions import LaunchConfiguration
 
         values = {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS}
-        specs = build_graph(robot, **values)
+        specs = build_graph(GraphArgs(robot, **values))
         actions: list = []
         for spec in specs:
             actions += node_actions(spec)

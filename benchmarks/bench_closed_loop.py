@@ -69,7 +69,7 @@ def checkpoint_for(robot: str, directory: Path) -> str:
 def run_graph(robot: str, mode: str, with_policy: bool, args, workdir: Path) -> dict:
     """Start one graph, measure over ``args.seconds`` of wall time, stop it; returns the figures."""
     from tinyvla_ros.ros.fake_robot.monitor import GraphMonitor
-    from tinyvla_ros.ros.graph import GraphRunner, build_graph
+    from tinyvla_ros.ros.graph import GraphArgs, GraphRunner, build_graph
 
     checkpoint = checkpoint_for(robot, workdir) if with_policy else ""
     fake = {
@@ -80,12 +80,14 @@ def run_graph(robot: str, mode: str, with_policy: bool, args, workdir: Path) -> 
     }
     extra = {FAKE: fake, POLICY: {"warmup_runs": 1, "num_threads": 1}, EXECUTOR: {}}
     specs = build_graph(
-        robot,
-        use_sim=True,
-        checkpoint=checkpoint,
-        enable_actuation=True,
-        use_sim_time=mode != "realtime",
-        extra_parameters=extra,
+        GraphArgs(
+            robot,
+            use_sim=True,
+            checkpoint=checkpoint,
+            enable_actuation=True,
+            use_sim_time=mode != "realtime",
+            extra_parameters=extra,
+        )
     )
     if not with_policy:
         specs = [s for s in specs if s.name != POLICY]

@@ -185,26 +185,28 @@ def pct(values: np.ndarray, q: float, scale: float = 1e3) -> float:
 def run(args) -> dict:
     import psutil
 
-    from tinyvla_ros.ros.graph import GraphRunner, build_graph
+    from tinyvla_ros.ros.graph import GraphArgs, GraphRunner, build_graph
 
     tmp = tempfile.TemporaryDirectory(prefix="tinyvla_bench_")
     checkpoint = args.checkpoint or str(make_checkpoint(Path(tmp.name) / "ckpt"))
     probe = Probe(args)
     specs = build_graph(
-        "franka",
-        checkpoint=checkpoint,
-        instruction="pick up the red cube",
-        enable_actuation=True,
-        execution_mode=args.execution_mode,
-        extra_parameters={
-            "tinyvla_policy": {
-                "inference_rate": args.inference_rate,
-                "num_threads": 1,
-                "engine": args.engine,
-                "max_start_age": args.max_start_age,
+        GraphArgs(
+            "franka",
+            checkpoint=checkpoint,
+            instruction="pick up the red cube",
+            enable_actuation=True,
+            execution_mode=args.execution_mode,
+            extra_parameters={
+                "tinyvla_policy": {
+                    "inference_rate": args.inference_rate,
+                    "num_threads": 1,
+                    "engine": args.engine,
+                    "max_start_age": args.max_start_age,
+                },
+                "tinyvla_executor": {"control_rate": args.control_rate},
             },
-            "tinyvla_executor": {"control_rate": args.control_rate},
-        },
+        )
     )
     runner = GraphRunner(specs, log_dir=Path(tmp.name) / "logs")
     runner.start()

@@ -46,7 +46,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from tinyvla_ros.core.robots import load_robot_spec
 from tinyvla_ros.ros.conversions import stamp_to_sec
-from tinyvla_ros.ros.graph import GraphRunner, NodeSpec, build_graph
+from tinyvla_ros.ros.graph import GraphArgs, GraphRunner, NodeSpec, build_graph
 from tinyvla_ros.ros.qos import latched_qos, reliable_qos
 
 SRC = "/fault_src"
@@ -425,12 +425,14 @@ class FaultRig:
         env: dict[str, str] | None = None,
     ) -> None:
         specs = build_graph(
-            robot,
-            use_sim=True,
-            checkpoint=str(checkpoint),
-            enable_actuation=True,
-            use_sim_time=True,
-            extra_parameters=extra,
+            GraphArgs(
+                robot,
+                use_sim=True,
+                checkpoint=str(checkpoint),
+                enable_actuation=True,
+                use_sim_time=True,
+                extra_parameters=extra,
+            )
         )
         self.specs = [self._reroute(s, cameras) for s in specs]
         executor = next(s for s in self.specs if s.name == EXECUTOR)

@@ -17,7 +17,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray
 
-from tinyvla_ros.ros.graph import GraphRunner, build_graph, main
+from tinyvla_ros.ros.graph import GraphArgs, GraphRunner, build_graph, main
 from tinyvla_ros.ros.lifecycle_client import LifecycleError
 from tinyvla_ros.ros.qos import reliable_qos
 from tinyvla_ros.vla.engine_faults import ENV_FLAG, FaultEngine, corrupt_chunk, parse_fault_spec
@@ -42,13 +42,13 @@ def test_a_malformed_params_file_is_refused_before_anything_starts(tmp_path, cap
     broken = tmp_path / "broken.yaml"
     broken.write_text(BROKEN_YAML, encoding="utf-8")
     with pytest.raises(ValueError, match="not valid YAML"):
-        build_graph("franka", params_file=broken)
+        build_graph(GraphArgs("franka", params_file=broken))
     assert main(["franka", "--params-file", str(broken), "--duration", "1"]) == 2
     assert "broken.yaml" in capsys.readouterr().err
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("just a string\n", encoding="utf-8")
     with pytest.raises(ValueError, match="must map node names"):
-        build_graph("franka", params_file=scalar)
+        build_graph(GraphArgs("franka", params_file=scalar))
 
 
 class _Listener:
@@ -117,11 +117,13 @@ def test_a_checkpoint_that_does_not_fit_the_robot_fails_configure_and_says_why(t
     try:
         for checkpoint, field in ((wrong_dim, "action_dim"), (wrong_cams, "camera_names")):
             specs = build_graph(
-                "franka",
-                checkpoint=str(checkpoint),
-                extra_parameters={
-                    "tinyvla_policy": {"warmup_runs": 1, "num_threads": 1, "diagnostics_period": 0.2}
-                },
+                GraphArgs(
+                    "franka",
+                    checkpoint=str(checkpoint),
+                    extra_parameters={
+                        "tinyvla_policy": {"warmup_runs": 1, "num_threads": 1, "diagnostics_period": 0.2}
+                    },
+                )
             )
             runner = GraphRunner(specs, log_dir=tmp_path / f"logs_{field}")
             runner.start()

@@ -73,10 +73,10 @@ def test_ament_index_marker_and_executables(install_tree: Path) -> None:
     declared = {name for name, _ in declared_entry_points()}
     assert declared <= scripts, f"console scripts missing from lib/tinyvla_ros: {sorted(declared - scripts)}"
     # every node the graph starts has its executable installed (launch_ros looks them up by name)
-    from tinyvla_ros.ros.graph import build_graph
+    from tinyvla_ros.ros.graph import GraphArgs, build_graph
 
     for robot in ("franka", "ur5_bimanual"):
-        for spec in build_graph(robot, use_sim=True):
+        for spec in build_graph(GraphArgs(robot, use_sim=True)):
             assert spec.console_script in scripts, f"{robot}: {spec.console_script} not installed"
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import inspect
 import runpy
 
 import pytest
@@ -17,6 +17,7 @@ from tinyvla_ros.ros.graph import (
     ARGUMENTS,
     EXECUTOR,
     POLICY,
+    GraphArgs,
     NodeSpec,
     _parse_set,
     build_graph,
@@ -141,7 +142,9 @@ def test_coerce():
 
 def test_build_graph_franka_defaults_and_overrides(tmp_path):
     specs = build_graph(
-        "franka", checkpoint="~/ckpt", instruction="pick up the red cube", execution_mode="open_loop"
+        GraphArgs(
+            "franka", checkpoint="~/ckpt", instruction="pick up the red cube", execution_mode="open_loop"
+        )
     )
     policy, executor = specs
     assert (policy.name, policy.lifecycle, executor.lifecycle) == (POLICY, True, False)
@@ -149,47 +152,47 @@ def test_build_graph_franka_defaults_and_overrides(tmp_path):
     assert not policy.parameters["checkpoint"].startswith("~")
     assert executor.parameters == {"enable_actuation": False, "execution_mode": "open_loop"}
     assert policy.params_file.endswith("config/franka.yaml")
-    legacy = build_graph("franka", zed_topic_naming="legacy")[0].parameters
+    legacy = build_graph(GraphArgs("franka", zed_topic_naming="legacy"))[0].parameters
     assert legacy["cameras.zed_left.topic"] == "/zed_left/zed_node/rgb/image_rect_color"
-    ns = build_graph("ur5_bimanual", namespace="cell1", use_sim_time=True, enable_actuation="true")
+    ns = build_graph(GraphArgs("ur5_bimanual", namespace="cell1", use_sim_time=True, enable_actuation="true"))
     assert ns[0].fqn == "/cell1/tinyvla_policy" and ns[1].parameters["enable_actuation"] is True
     assert ns[1].parameters["use_sim_time"] is True
-    onnx = build_graph("franka", engine="onnx", device="cpu", precision="int8")[0].parameters
+    onnx = build_graph(GraphArgs("franka", engine="onnx", device="cpu", precision="int8"))[0].parameters
     assert (onnx["engine"], onnx["device"], onnx["precision"]) == ("onnx", "cpu", "int8")
     assert not {"engine", "device", "precision"} & set(specs[0].parameters)  # empty: the params file's
     with pytest.raises(ValueError, match="robot must be one of"):
-        build_graph("kuka")
+        build_graph(GraphArgs("kuka"))
     with pytest.raises(ValueError, match="enable_actuation must be true or false"):
-        build_graph("franka", enable_actuation="maybe")
+        build_graph(GraphArgs("franka", enable_actuation="maybe"))
     with pytest.raises(ValueError, match="params_file not found"):
-        build_graph("franka", params_file=tmp_path / "none.yaml")
+        build_graph(GraphArgs("franka", params_file=tmp_path / "none.yaml"))
 
 
 def test_ee_pose_output_switches_the_policy_and_executor_to_end_effector_actions():
-    policy, executor = build_graph("franka", output="ee_pose")
+    policy, executor = build_graph(GraphArgs("franka", output="ee_pose"))
     assert executor.parameters["output"] == "ee_pose"
     assert executor.parameters["action_layout"] == "franka_ee"
     names = policy.parameters["action_names"]
     assert len(names) == 10 and names[:3] == ["x", "y", "z"] and names[-1] == "gripper"
     text = policy.overrides_yaml()  # rcl reads a bare y as a bool: every string is quoted
     assert "- 'y'" in text and yaml.safe_load(text) == {policy.fqn: {"ros__parameters": policy.parameters}}
-    joint = build_graph("franka", output="joint_trajectory")
+    joint = build_graph(GraphArgs("franka", output="joint_trajectory"))
     assert "action_names" not in joint[0].parameters  # the params file's joint names stay
     with pytest.raises(ValueError, match="ee_pose needs the franka set-up"):
-        build_graph("ur5_bimanual", output="ee_pose")
+        build_graph(GraphArgs("ur5_bimanual", output="ee_pose"))
 
 
 def test_use_sim_needs_the_fake_robot():
     if importlib.util.find_spec("tinyvla_ros.ros.fake_robot_node") is None:
         with pytest.raises(NotImplementedError, match="fake_robot_node"):
-            build_graph("franka", use_sim=True)
+            build_graph(GraphArgs("franka", use_sim=True))
     else:
-        specs = build_graph("franka", use_sim=True)
+        specs = build_graph(GraphArgs("franka", use_sim=True))
         assert specs[-1].executable == "tinyvla_ros.ros.fake_robot_node"
 
 
 def test_direct_camera_driver_adds_camera_nodes_on_the_wrapper_names():
-    specs = build_graph("ur5_bimanual", camera_driver="direct")
+    specs = build_graph(GraphArgs("ur5_bimanual", camera_driver="direct"))
     cams = [s for s in specs if s.executable.startswith("tinyvla_ros.ros.cameras.")]
     assert [(s.namespace, s.name) for s in cams] == [
         ("camera", "wrist_left"),
@@ -199,7 +202,7 @@ def test_direct_camera_driver_adds_camera_nodes_on_the_wrapper_names():
     assert cams[0].parameters == {"camera_namespace": "camera", "camera_name": "wrist_left", "serial_no": ""}
     zed = [
         s
-        for s in build_graph("franka", camera_driver="direct", zed_topic_naming="legacy")
+        for s in build_graph(GraphArgs("franka", camera_driver="direct", zed_topic_naming="legacy"))
         if "zed" in s.executable
     ]
     assert [(s.namespace, s.name) for s in zed] == [("zed_left", "zed_node"), ("zed_right", "zed_node")]
@@ -242,7 +245,7 @@ def test_node_spec_command_line_and_overrides():
 
 
 def test_launch_arguments_match_build_graph_and_cli():
-    params = inspect.signature(build_graph).parameters
+    params = {f.name for f in dataclasses.fields(GraphArgs)}
     assert all(a.name in params for a in ARGUMENTS) and all(a.description for a in ARGUMENTS)
     args = parse_args(["franka", "--use-sim", "true", "--execution-mode", "overlap_blend"])
     assert (args.use_sim, args.execution_mode, args.camera_driver) == ("true", "overlap_blend", "wrapper")

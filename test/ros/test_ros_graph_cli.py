@@ -12,7 +12,7 @@ from ros_harness import UR5_HOME, Rig, cameras, read_logs, start_graph, wait_for
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from tinyvla_ros.ros.graph import EXECUTOR, GraphRunner, NodeSpec, build_graph
+from tinyvla_ros.ros.graph import EXECUTOR, GraphArgs, GraphRunner, NodeSpec, build_graph
 from tinyvla_ros.ros.synthetic_sensors import SyntheticSensorsConfig
 
 # a stuck test fails instead of hanging the suite (pytest-timeout)
@@ -95,7 +95,9 @@ def test_bimanual_graph_from_console_script_drives_both_arms(ur5_checkpoint, tmp
 
 
 def test_bad_parameter_exits_with_message(tmp_path):
-    spec = build_graph("franka", extra_parameters={EXECUTOR: {"execution_mode": "replay_forever"}})[1]
+    spec = build_graph(
+        GraphArgs("franka", extra_parameters={EXECUTOR: {"execution_mode": "replay_forever"}})
+    )[1]
     runner = GraphRunner([spec], log_dir=tmp_path)
     runner.start()
     try:

@@ -82,16 +82,18 @@ class Graph:
     def __init__(
         self, robot: str, checkpoint: Path, log_dir: Path, extra: dict[str, dict], output: str = ""
     ) -> None:
-        from tinyvla_ros.ros.graph import GraphRunner, build_graph
+        from tinyvla_ros.ros.graph import GraphArgs, GraphRunner, build_graph
 
         specs = build_graph(
-            robot,
-            use_sim=True,
-            checkpoint=str(checkpoint),
-            enable_actuation=True,
-            use_sim_time=True,
-            output=output,
-            extra_parameters=extra,
+            GraphArgs(
+                robot,
+                use_sim=True,
+                checkpoint=str(checkpoint),
+                enable_actuation=True,
+                use_sim_time=True,
+                output=output,
+                extra_parameters=extra,
+            )
         )
         self.log_dir = log_dir
         self.runner = GraphRunner(specs, log_dir=log_dir)

@@ -29,12 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 
 from tinyvla_ros.data.bag import BagError, BagReader
+from tinyvla_ros.ros.entry import run_node
 from tinyvla_ros.ros.qos import bag_qos
 from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
@@ -248,6 +248,25 @@ class BagPlayer(Node):
             stats.published[topic] += 1
 
 
+def _play(node: BagPlayer, executor: SingleThreadedExecutor) -> None:
+    """Play the bag in this thread while another spins the node (its /clock timer, graph queries)."""
+    spinner = threading.Thread(target=spin_until_shutdown, args=(executor,), daemon=True)
+    spinner.start()
+    try:
+        stats = node.play()
+        counts = ", ".join(f"{t}: {n}" for t, n in stats.published.items())
+        print(
+            f"played {sum(stats.published.values())} messages ({counts}) in {stats.wall_seconds:.2f} s "
+            f"= {stats.realtime_factor:.2f}x real time"
+        )
+    finally:
+        ignore_further_interrupts()
+        executor.shutdown(timeout_sec=2.0)
+        # the spinning thread must leave the wait set before the node and context go: a daemon
+        # thread still inside rcl at interpreter exit aborted the process (exit 134, 7 of 8 runs)
+        spinner.join(5.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyvla-bag-play", description=__doc__.split("\n\n")[0])
     parser.add_argument("bag", help="rosbag2 bag directory (or .mcap / .db3 file)")
@@ -299,38 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"tinyvla-bag-play: {exc}", file=sys.stderr)
         return 2
-    rclpy.init(args=["tinyvla-bag-play", *ros_args])
-    node = None
-    spinner = None
-    executor = SingleThreadedExecutor()
-    try:
-        node = BagPlayer(cfg)
-        executor.add_node(node)
-        spinner = threading.Thread(target=spin_until_shutdown, args=(executor,), daemon=True)
-        spinner.start()
-        stats = node.play()
-        counts = ", ".join(f"{t}: {n}" for t, n in stats.published.items())
-        print(
-            f"played {sum(stats.published.values())} messages ({counts}) in {stats.wall_seconds:.2f} s "
-            f"= {stats.realtime_factor:.2f}x real time"
-        )
-    except (ValueError, ImportError, OSError, BagError) as exc:
-        print(f"tinyvla-bag-play: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        ignore_further_interrupts()
-        executor.shutdown(timeout_sec=2.0)
-        if spinner is not None:
-            # the spinning thread must leave the wait set before the node and context go: a daemon
-            # thread still inside rcl at interpreter exit aborted the process (exit 134, 7 of 8 runs)
-            spinner.join(5.0)
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node(
+        lambda: BagPlayer(cfg),
+        ["tinyvla-bag-play", *ros_args],
+        errors=(ValueError, ImportError, OSError, BagError),
+        error_format="tinyvla-bag-play: {type}: {exc}",
+        work=_play,
+    )
 
 
 if __name__ == "__main__":

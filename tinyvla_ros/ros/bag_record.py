@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
 
 from tinyvla_ros.core.robots import SETUPS
 from tinyvla_ros.data.bag import BagWriter, BagWriterConfig, TopicQos, ensure_type, typestore
 from tinyvla_ros.ros.bag_play import message_class
+from tinyvla_ros.ros.entry import run_node
 from tinyvla_ros.ros.qos import bag_qos
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts
 
 NODE_NAME = "tinyvla_bag_recorder"
 DEFAULT_EXCLUDE = ("/rosout", "/parameter_events")
@@ -232,6 +232,12 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _record_until_done(node: BagRecorder, executor: SingleThreadedExecutor) -> None:
+    """Spin until ``duration`` has passed (the recorder sets ``done``) or the context shuts down."""
+    while rclpy.ok() and not node.done.is_set():
+        executor.spin_once(timeout_sec=0.1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tinyvla-bag-record", description=__doc__.split("\n\n")[0])
     parser.add_argument("output", help="bag directory to create")
@@ -272,30 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"tinyvla-bag-record: {exc}", file=sys.stderr)
         return 2
-    rclpy.init(args=["tinyvla-bag-record", *ros_args])
-    signal.signal(signal.SIGTERM, _interrupt)
-    node = None
-    executor = SingleThreadedExecutor()
-    try:
-        node = BagRecorder(cfg)
-        executor.add_node(node)
-        while rclpy.ok() and not node.done.is_set():
-            executor.spin_once(timeout_sec=0.1)
-    except (ValueError, OSError, RuntimeError) as exc:
-        print(f"tinyvla-bag-record: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        ignore_further_interrupts()
-        if node is not None:
-            counts = node.stop()
-            print(f"recorded {sum(counts.values())} messages to {cfg.output}: {counts}")
-            node.destroy_node()
-        executor.shutdown()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+
+    def make_recorder() -> BagRecorder:
+        signal.signal(signal.SIGTERM, _interrupt)
+        return BagRecorder(cfg)
+
+    def finish(node: BagRecorder) -> None:
+        counts = node.stop()
+        print(f"recorded {sum(counts.values())} messages to {cfg.output}: {counts}")
+
+    return run_node(
+        make_recorder,
+        ["tinyvla-bag-record", *ros_args],
+        errors=(ValueError, OSError, RuntimeError),
+        error_format="tinyvla-bag-record: {type}: {exc}",
+        work=_record_until_done,
+        on_shutdown=finish,
+    )
 
 
 if __name__ == "__main__":

@@ -35,11 +35,9 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -67,6 +65,7 @@ from tinyvla_ros.ros.conversions import (
     trajectory_to_chunk,
 )
 from tinyvla_ros.ros.diagnostics import DiagnosticsPublisher, DiagnosticState, summarize
+from tinyvla_ros.ros.entry import run_node
 from tinyvla_ros.ros.outputs import (
     ForwardPositionOutput,
     FrankaGripperOutput,
@@ -77,7 +76,6 @@ from tinyvla_ros.ros.outputs import (
 )
 from tinyvla_ros.ros.params import ExecutorNodeConfig, declare_dataclass
 from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 NODE_NAME = "tinyvla_executor"
 
@@ -449,27 +447,13 @@ class ExecutorNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Run the executor node (``python -m tinyvla_ros.ros.executor_node --ros-args ...``)."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    node = None
-    try:
-        try:
-            node = ExecutorNode()
-        except (ValueError, FileNotFoundError) as exc:  # a bad parameter or robot spec
-            print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
-            return 2
-        node.go_realtime()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        spin_until_shutdown(executor)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        ignore_further_interrupts()
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node(
+        ExecutorNode,
+        argv,
+        errors=(ValueError, FileNotFoundError),  # a bad parameter or robot spec
+        error_format=f"[{NODE_NAME}] configuration error: {{exc}}",
+        before_spin=ExecutorNode.go_realtime,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The tinyvla_ros node graph, declared once.
 
-``build_graph(robot, ...)`` returns the nodes of a robot set-up as ``NodeSpec``s. Two runners
-consume it:
+``build_graph(GraphArgs(robot, ...))`` returns the nodes of a robot set-up as ``NodeSpec``s. Two
+runners consume it:
 - ``launch/<robot>.launch.py`` turns each spec into a launch_ros ``Node`` / ``LifecycleNode``
   (see ``tinyvla_ros.ros.launch_support``), for machines with the ROS 2 launch system;
 - ``tinyvla-graph`` (``main`` below) starts the same specs as separate OS processes
@@ -253,99 +253,144 @@ def _camera_nodes(
     return specs
 
 
-def build_graph(
-    robot: str,
-    use_sim: bool | str = False,
-    checkpoint: str = "",
-    instruction: str = "",
-    enable_actuation: bool | str = False,
-    execution_mode: str = "",
-    params_file: str | os.PathLike = "",
-    camera_driver: str = "wrapper",
-    zed_topic_naming: str = "current",
-    namespace: str = "",
-    use_sim_time: bool | str = False,
-    output: str = "",
-    engine: str = "",
-    device: str = "",
-    precision: str = "",
-    extra_parameters: dict[str, dict[str, Any]] | None = None,
-) -> list[NodeSpec]:
-    """The nodes of one robot set-up ("franka" | "ur5_bimanual").
+@dataclass(frozen=True)
+class GraphArgs:
+    """What ``build_graph`` builds: a robot set-up ("franka" | "ur5_bimanual") and its launch arguments.
 
-    Empty strings keep the params file's values. ``extra_parameters`` maps a node name to more
-    overrides (e.g. {"tinyvla_executor": {"control_rate": 50.0}}). Raises ValueError on a bad
-    argument and NotImplementedError when a requested optional node is not installed.
+    One field per ``ARGUMENTS`` entry (same name and meaning), plus ``extra_parameters``: more
+    overrides per node name (e.g. {"tinyvla_executor": {"control_rate": 50.0}}). Flags take a bool
+    or the launch system's strings ("true" / "false"); empty strings keep the params file's values.
     """
-    params_path = str(Path(params_file).expanduser()) if str(params_file) else str(default_params_file(robot))
-    if robot not in SETUPS:
-        raise ValueError(f"robot must be one of {list(SETUPS)}, got {robot!r}")
-    if camera_driver not in CAMERA_DRIVERS:
-        raise ValueError(f"camera_driver must be one of {list(CAMERA_DRIVERS)}, got {camera_driver!r}")
-    if zed_topic_naming not in ZED_NAMINGS:
-        raise ValueError(f"zed_topic_naming must be one of {list(ZED_NAMINGS)}, got {zed_topic_naming!r}")
-    if not Path(params_path).is_file():
-        raise ValueError(f"params_file not found: {params_path!r}")
+
+    robot: str
+    use_sim: bool | str = False
+    checkpoint: str = ""
+    instruction: str = ""
+    enable_actuation: bool | str = False
+    execution_mode: str = ""
+    params_file: str | os.PathLike = ""
+    camera_driver: str = "wrapper"
+    zed_topic_naming: str = "current"
+    namespace: str = ""
+    use_sim_time: bool | str = False
+    output: str = ""
+    engine: str = ""
+    device: str = ""
+    precision: str = ""
+    extra_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def build_graph(args: GraphArgs) -> list[NodeSpec]:
+    """The nodes of one robot set-up (see GraphArgs).
+
+    Raises ValueError on a bad argument and NotImplementedError when a requested optional node is
+    not installed.
+    """
+    params_path = _checked_params_file(args)
     params = load_params_file(params_path)
     policy_params = node_section(params, POLICY)
     node_section(params, EXECUTOR)  # must exist too
-    sim_time = _flag(use_sim_time, "use_sim_time")
-    common = {"use_sim_time": True} if sim_time else {}
-
-    policy: dict[str, Any] = dict(common)
-    if checkpoint:
-        policy["checkpoint"] = str(Path(checkpoint).expanduser())
-    if instruction:
-        policy["instruction"] = instruction
-    for key, value in (("engine", engine), ("device", device), ("precision", precision)):
-        if value:  # checked by the policy node at configure (one message for a bad combination)
-            policy[key] = str(value)
-    camera_names = list(policy_params.get("camera_names", []))
-    cameras = policy_params.get("cameras", {})
-    if zed_topic_naming == "legacy":
-        for name in camera_names:
-            topic = cameras.get(name, {}).get("topic", "")
-            if cameras.get(name, {}).get("driver") == "zed":
-                policy[f"cameras.{name}.topic"] = _zed_legacy_topic(topic)
-
-    executor: dict[str, Any] = dict(common, enable_actuation=_flag(enable_actuation, "enable_actuation"))
-    if execution_mode:
-        executor["execution_mode"] = execution_mode
-    if output:
-        executor["output"] = output
-        if output == "ee_pose":  # end-effector actions: the policy's action names and the executor's
-            if robot != "franka":  # layout change with the output (a franka_ee checkpoint, 10-D)
-                raise ValueError(
-                    f"output ee_pose needs the franka set-up (a franka_ee layout), got {robot!r}"
-                )
-            from tinyvla_ros.core.robots import ActionLayout
-
-            executor["action_layout"] = "franka_ee"
-            policy["action_names"] = list(ActionLayout.franka_ee().names)
-    extra = extra_parameters or {}
-    policy.update(extra.get(POLICY, {}))
-    executor.update(extra.get(EXECUTOR, {}))
-
-    specs = [
-        NodeSpec(
-            "tinyvla_ros.ros.policy_node", POLICY, namespace, policy, params_file=params_path, lifecycle=True
-        ),
-        NodeSpec("tinyvla_ros.ros.executor_node", EXECUTOR, namespace, executor, params_file=params_path),
-    ]
-    if _flag(use_sim, "use_sim"):
-        if importlib.util.find_spec(FAKE_ROBOT_MODULE) is None:
-            raise NotImplementedError(
-                f"use_sim:=true needs the MuJoCo fake robot node {FAKE_ROBOT_MODULE}, which this installation lacks"
-            )
-        fake = dict(common, setup=robot, zed_topic_naming=zed_topic_naming)
-        fake.update(extra.get("tinyvla_fake_robot", {}))
+    common = {"use_sim_time": True} if _flag(args.use_sim_time, "use_sim_time") else {}
+    executor = dict(common, enable_actuation=_flag(args.enable_actuation, "enable_actuation"))
+    policy_output, executor_output = _output_parameters(args)
+    policy = {**common, **_policy_parameters(args, policy_params), **policy_output}
+    if args.execution_mode:
+        executor["execution_mode"] = args.execution_mode
+    executor.update(executor_output)
+    policy.update(args.extra_parameters.get(POLICY, {}))
+    executor.update(args.extra_parameters.get(EXECUTOR, {}))
+    nodes = []
+    if _flag(args.use_sim, "use_sim"):
+        nodes.append(_fake_robot(args, common, params_path))
         # the fake serves the gripper command topic, not franka_msgs actions (which `auto` would
         # pick where franka_msgs is installed)
         executor.setdefault("gripper_output", "topic")
-        specs.append(NodeSpec(FAKE_ROBOT_MODULE, "tinyvla_fake_robot", "", fake, params_file=params_path))
-    elif camera_driver == "direct":
-        specs += _camera_nodes(cameras, camera_names, params_path, zed_topic_naming)
-    return specs
+    elif args.camera_driver == "direct":
+        cameras, names = policy_params.get("cameras", {}), list(policy_params.get("camera_names", []))
+        nodes += _camera_nodes(cameras, names, params_path, args.zed_topic_naming)
+    return [
+        NodeSpec(
+            "tinyvla_ros.ros.policy_node",
+            POLICY,
+            args.namespace,
+            policy,
+            params_file=params_path,
+            lifecycle=True,
+        ),
+        NodeSpec(
+            "tinyvla_ros.ros.executor_node", EXECUTOR, args.namespace, executor, params_file=params_path
+        ),
+        *nodes,
+    ]
+
+
+def _checked_params_file(args: GraphArgs) -> str:
+    """The params file to use, once the robot, camera_driver and zed_topic_naming are checked."""
+    params_path = (
+        str(Path(args.params_file).expanduser())
+        if str(args.params_file)
+        else str(default_params_file(args.robot))
+    )
+    if args.robot not in SETUPS:
+        raise ValueError(f"robot must be one of {list(SETUPS)}, got {args.robot!r}")
+    if args.camera_driver not in CAMERA_DRIVERS:
+        raise ValueError(f"camera_driver must be one of {list(CAMERA_DRIVERS)}, got {args.camera_driver!r}")
+    if args.zed_topic_naming not in ZED_NAMINGS:
+        raise ValueError(
+            f"zed_topic_naming must be one of {list(ZED_NAMINGS)}, got {args.zed_topic_naming!r}"
+        )
+    if not Path(params_path).is_file():
+        raise ValueError(f"params_file not found: {params_path!r}")
+    return params_path
+
+
+def _policy_parameters(args: GraphArgs, policy_params: dict) -> dict[str, Any]:
+    """The policy's overrides: checkpoint, instruction, engine/device/precision, legacy ZED topics."""
+    policy: dict[str, Any] = {}
+    if args.checkpoint:
+        policy["checkpoint"] = str(Path(args.checkpoint).expanduser())
+    if args.instruction:
+        policy["instruction"] = args.instruction
+    for key in ("engine", "device", "precision"):
+        if value := getattr(
+            args, key
+        ):  # checked by the policy node at configure (one message for a bad combination)
+            policy[key] = str(value)
+    if args.zed_topic_naming == "legacy":
+        cameras = policy_params.get("cameras", {})
+        for name in policy_params.get("camera_names", []):
+            if cameras.get(name, {}).get("driver") == "zed":
+                policy[f"cameras.{name}.topic"] = _zed_legacy_topic(cameras[name].get("topic", ""))
+    return policy
+
+
+def _output_parameters(args: GraphArgs) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(policy, executor) overrides of the ``output`` argument."""
+    if not args.output:
+        return {}, {}
+    if args.output != "ee_pose":
+        return {}, {"output": args.output}
+    # end-effector actions: the policy's action names and the executor's layout change with the
+    # output (a franka_ee checkpoint, 10-D)
+    if args.robot != "franka":
+        raise ValueError(f"output ee_pose needs the franka set-up (a franka_ee layout), got {args.robot!r}")
+    from tinyvla_ros.core.robots import ActionLayout
+
+    return {"action_names": list(ActionLayout.franka_ee().names)}, {
+        "output": "ee_pose",
+        "action_layout": "franka_ee",
+    }
+
+
+def _fake_robot(args: GraphArgs, common: dict[str, Any], params_path: str) -> NodeSpec:
+    """The MuJoCo fake robot (use_sim:=true)."""
+    if importlib.util.find_spec(FAKE_ROBOT_MODULE) is None:
+        raise NotImplementedError(
+            f"use_sim:=true needs the MuJoCo fake robot node {FAKE_ROBOT_MODULE}, which this installation lacks"
+        )
+    fake = dict(common, setup=args.robot, zed_topic_naming=args.zed_topic_naming)
+    fake.update(args.extra_parameters.get("tinyvla_fake_robot", {}))
+    return NodeSpec(FAKE_ROBOT_MODULE, "tinyvla_fake_robot", "", fake, params_file=params_path)
 
 
 # --- running the graph as OS processes -----------------------------------------------------
@@ -499,22 +544,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         specs = build_graph(
-            args.robot,
-            use_sim=args.use_sim,
-            checkpoint=args.checkpoint,
-            instruction=args.instruction,
-            enable_actuation=args.enable_actuation,
-            execution_mode=args.execution_mode,
-            params_file=args.params_file,
-            camera_driver=args.camera_driver,
-            zed_topic_naming=args.zed_topic_naming,
-            namespace=args.namespace,
-            use_sim_time=args.use_sim_time,
-            output=args.output,
-            engine=args.engine,
-            device=args.device,
-            precision=args.precision,
-            extra_parameters=_parse_set(args.set),
+            GraphArgs(
+                args.robot,
+                **{a.name: getattr(args, a.name) for a in ARGUMENTS},
+                extra_parameters=_parse_set(args.set),
+            )
         )
     except (ValueError, NotImplementedError) as exc:
         print(f"tinyvla-graph: {exc}", file=sys.stderr)

@@ -176,7 +176,7 @@ class GraphEvaluator:
     """Starts the graph once (``start``), runs episodes (``episode``), stops it (``stop``)."""
 
     def __init__(self, checkpoint: str | Path, cfg: GraphEvalConfig, log_dir: Path) -> None:
-        from tinyvla_ros.ros.graph import GraphRunner, build_graph
+        from tinyvla_ros.ros.graph import GraphArgs, GraphRunner, build_graph
 
         self.cfg, self.checkpoint = cfg, str(checkpoint)
         extra = {
@@ -196,13 +196,15 @@ class GraphEvaluator:
             EXECUTOR: {"diagnostics_period": 0.5},
         }
         specs = build_graph(
-            cfg.robot,
-            use_sim=True,
-            checkpoint=self.checkpoint,
-            enable_actuation=False,
-            use_sim_time=True,
-            execution_mode=cfg.execution_mode,
-            extra_parameters=extra,
+            GraphArgs(
+                cfg.robot,
+                use_sim=True,
+                checkpoint=self.checkpoint,
+                enable_actuation=False,
+                use_sim_time=True,
+                execution_mode=cfg.execution_mode,
+                extra_parameters=extra,
+            )
         )
         self.runner = GraphRunner(specs, log_dir=log_dir)
         self.log_dir = log_dir

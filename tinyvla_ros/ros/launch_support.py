@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from tinyvla_ros.core.robots import SETUPS
-from tinyvla_ros.ros.graph import ARGUMENTS, NodeSpec, build_graph
+from tinyvla_ros.ros.graph import ARGUMENTS, GraphArgs, NodeSpec, build_graph
 
 PACKAGE = "tinyvla_ros"
 
@@ -54,7 +54,7 @@ def _nodes_for(robot: str):
         from launch.substitutions import LaunchConfiguration
 
         values = {a.name: LaunchConfiguration(a.name).perform(context) for a in ARGUMENTS}
-        specs = build_graph(robot, **values)
+        specs = build_graph(GraphArgs(robot, **values))
         actions: list = []
         for spec in specs:
             actions += node_actions(spec)

@@ -38,10 +38,8 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
@@ -61,9 +59,9 @@ from tinyvla_ros.ros.conversions import (
     stamp_to_sec,
 )
 from tinyvla_ros.ros.diagnostics import DiagnosticsPublisher, DiagnosticState, summarize
+from tinyvla_ros.ros.entry import run_node
 from tinyvla_ros.ros.params import CameraSpec, PolicyNodeConfig, declare_policy_config
 from tinyvla_ros.ros.qos import QosConfig, latched_qos, reliable_qos, sensor_qos
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 NODE_NAME = "tinyvla_policy"
 _IDLE_S = 0.1  # s the worker sleeps at most without a new frame (instruction and health re-checked)
@@ -469,35 +467,22 @@ class PolicyNode(LifecycleNode):
         return level, message, values
 
 
+def _renice(node: PolicyNode) -> None:
+    if node.cfg.nice > 0:
+        # every thread below the executor, whose late tick is a stall and a jump at the arm
+        value = renice_process(node.cfg.nice)
+        node.get_logger().info(f"process niceness {value} (parameter nice {node.cfg.nice})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the policy node (``python -m tinyvla_ros.ros.policy_node --ros-args ...``)."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    node = None
-    try:
-        try:
-            node = PolicyNode()
-        except ValueError as exc:  # a bad parameter: say which and exit non-zero
-            print(f"[{NODE_NAME}] configuration error: {exc}", file=sys.stderr)
-            return 2
-        if node.cfg.nice > 0:
-            # every thread below the executor, whose late tick is a stall and a jump at the arm
-            value = renice_process(node.cfg.nice)
-            node.get_logger().info(f"process niceness {value} (parameter nice {node.cfg.nice})")
-        # one thread: rclpy's multi-threaded executor spins its wait loop while a callback group
-        # is busy, holding the GIL against the work threads (a core burnt, inference slowed 5x)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        spin_until_shutdown(executor)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        ignore_further_interrupts()
-        if node is not None:
-            node._stop_worker()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node(
+        PolicyNode,
+        argv,
+        error_format=f"[{NODE_NAME}] configuration error: {{exc}}",  # a bad parameter: say which
+        before_spin=_renice,
+        on_shutdown=lambda node: node._stop_worker(),
+    )
 
 
 if __name__ == "__main__":

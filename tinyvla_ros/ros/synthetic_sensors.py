@@ -21,16 +21,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import rclpy
 import yaml
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
 from tinyvla_ros.core.images import SUPPORTED_ENCODINGS
 from tinyvla_ros.ros.conversions import joint_state, rgb_to_image, sec_to_stamp
+from tinyvla_ros.ros.entry import run_node
 from tinyvla_ros.ros.qos import QosConfig, sensor_qos
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts, spin_until_shutdown
 
 
 @dataclass
@@ -233,34 +232,29 @@ def config_from_params_file(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Publish the synthetic sensors of one robot set-up until interrupted."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    node = rclpy.create_node("tinyvla_synthetic_sensors")
-    try:
+class SyntheticSensorsNode(Node):
+    """``tinyvla_synthetic_sensors``: the sensors of one robot set-up's params file (``robot`` parameter)."""
+
+    def __init__(self) -> None:
+        super().__init__("tinyvla_synthetic_sensors")
         from tinyvla_ros.ros.graph import default_params_file
 
-        robot = node.declare_parameter("robot", "franka").value
-        params_file = node.declare_parameter("params_file", "").value or str(default_params_file(robot))
+        robot = self.declare_parameter("robot", "franka").value
+        params_file = self.declare_parameter("params_file", "").value or str(default_params_file(robot))
         cfg = config_from_params_file(
             params_file,
-            node.declare_parameter("image_width", 64).value,
-            node.declare_parameter("image_height", 48).value,
-            float(node.declare_parameter("camera_rate", 15.0).value),
-            float(node.declare_parameter("joint_rate", 100.0).value),
+            self.declare_parameter("image_width", 64).value,
+            self.declare_parameter("image_height", 48).value,
+            float(self.declare_parameter("camera_rate", 15.0).value),
+            float(self.declare_parameter("joint_rate", 100.0).value),
         )
-        sensors = SyntheticSensors(node, cfg)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        spin_until_shutdown(executor)
-        sensors.destroy()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        ignore_further_interrupts()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        self.sensors = SyntheticSensors(self, cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Publish the synthetic sensors of one robot set-up until interrupted."""
+    # errors=(): a bad params file ends the process with its traceback
+    return run_node(SyntheticSensorsNode, argv, errors=(), on_shutdown=lambda node: node.sensors.destroy())
 
 
 if __name__ == "__main__":

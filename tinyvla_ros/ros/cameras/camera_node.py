@@ -9,7 +9,6 @@ publishers and the timer; ``start()`` starts the capture threads (main() calls i
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import typing
@@ -17,10 +16,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -35,7 +32,7 @@ from tinyvla_ros.ros.cameras.messages import (
     stamp_msg,
 )
 from tinyvla_ros.ros.cameras.worker import CaptureWorker, WorkerConfig
-from tinyvla_ros.ros.shutdown import ignore_further_interrupts
+from tinyvla_ros.ros.entry import run_node
 
 # --- parameters ------------------------------------------------------------------------------------
 
@@ -204,23 +201,13 @@ class CameraNodeBase(Node):
         self._diag_pub.publish(msg)
 
 
-def run_node(factory: Callable[[], CameraNodeBase], argv: list[str] | None = None) -> int:
-    """Create the node, start capture, spin until Ctrl-C; 2 on a configuration error."""
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = factory()
-        node.start()
-        rclpy.spin(node)
-    except (ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        ignore_further_interrupts()
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+def run_camera_node(factory: Callable[[], CameraNodeBase], argv: list[str] | None = None) -> int:
+    """A camera node's main(): start capture, spin until shutdown, stop capture; 2 on a configuration error."""
+    return run_node(
+        factory,
+        argv,
+        errors=(ValueError, ImportError),  # a bad parameter, a missing camera SDK
+        error_format="error: {exc}",
+        before_spin=lambda node: node.start(),
+        on_shutdown=lambda node: node.shutdown(),
+    )

@@ -28,7 +28,7 @@ from tinyvla_ros.ros.cameras.camera_node import (
     CameraOutput,
     check_common_parameters,
     declare_config,
-    run_node,
+    run_camera_node,
 )
 from tinyvla_ros.ros.cameras.clock import FrameClockConfig
 from tinyvla_ros.ros.cameras.frames import FrameSource
@@ -228,7 +228,7 @@ class RealSenseNode(CameraNodeBase):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tinyvla_ros.ros.cameras.realsense_node --ros-args -p ...``"""
-    return run_node(RealSenseNode, argv)
+    return run_camera_node(RealSenseNode, argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from tinyvla_ros.ros.cameras.camera_node import (
     CameraOutput,
     check_common_parameters,
     declare_config,
-    run_node,
+    run_camera_node,
 )
 from tinyvla_ros.ros.cameras.clock import FrameClockConfig
 from tinyvla_ros.ros.cameras.frames import FrameSource
@@ -120,7 +120,7 @@ class ZedNode(CameraNodeBase):
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tinyvla_ros.ros.cameras.zed_node --ros-args -p ...``"""
-    return run_node(ZedNode, argv)
+    return run_camera_node(ZedNode, argv)
 
 
 if __name__ == "__main__":

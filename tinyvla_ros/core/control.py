@@ -437,7 +437,12 @@ class ControlLoop:
         action, why = (None, hold_reason) if hold_reason else self._action(now)
         if action is None:
             self.counters["ticks_hold"] += 1
-            return TickResult("hold", why, self._hold(measured if actuating else None))
+            grippers = [
+                g.closed if self.layout.arms[i].has_gripper else None for i, g in enumerate(self.grippers)
+            ]
+            return TickResult(  # the grippers keep their last decision (reported, not re-sent)
+                "hold", why, self._hold(measured if actuating else None), grippers, [False] * len(grippers)
+            )
         self.counters["ticks_run"] += 1
         parts = self.layout.split(action)
         arms, closed, changed = [], [], []

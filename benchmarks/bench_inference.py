@@ -124,8 +124,9 @@ def observation(seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
 
 def cpu_engines(checkpoint: Path, steps: int, args: argparse.Namespace) -> dict[str, Any]:
     """label -> engine for one preset and step count (CPU)."""
-    from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig
-    from tinyvla_ros.vla.engines import EngineConfig, TorchEngine
+    from tinyvla_ros.vla.engines.base import EngineConfig
+    from tinyvla_ros.vla.engines.eager import TorchEngine
+    from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
 
     engines: dict[str, Any] = {
         "torch": TorchEngine(policy_with_steps(checkpoint, steps), EngineConfig(num_threads=args.threads))
@@ -143,7 +144,7 @@ def cpu_engines(checkpoint: Path, steps: int, args: argparse.Namespace) -> dict[
         )
         engines["onnx-int8"] = OnnxEngine(checkpoint, cfg)
     if args.compile:
-        from tinyvla_ros.vla.engine_torch_compile import TorchCompileEngine
+        from tinyvla_ros.vla.engines.compiled import TorchCompileEngine
 
         cfg = EngineConfig(engine="torch_compile", num_threads=args.threads)
         engines["torch_compile"] = TorchCompileEngine(policy_with_steps(checkpoint, steps), cfg)
@@ -644,8 +645,10 @@ def gpu_part(
     import torch
 
     from tinyvla_ros.vla.checkpoint import read_checkpoint_config
-    from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig, available_providers
-    from tinyvla_ros.vla.engines import EngineConfig, TorchEngine
+    from tinyvla_ros.vla.engines.base import EngineConfig
+    from tinyvla_ros.vla.engines.eager import TorchEngine
+    from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
+    from tinyvla_ros.vla.engines.ort import available_providers
     from tinyvla_ros.vla.flops import count_chunk_flops, matmul_peak
 
     gpu = device != "cpu"
@@ -677,7 +680,7 @@ def gpu_part(
                     policy = policy_with_steps(ckpt, 10)
                     cfg = EngineConfig(engine=engine, device=device, precision=precision)
                     if engine == "torch_compile":
-                        from tinyvla_ros.vla.engine_torch_compile import TorchCompileEngine
+                        from tinyvla_ros.vla.engines.compiled import TorchCompileEngine
 
                         engines[label] = TorchCompileEngine(policy, cfg)
                     else:

@@ -9,8 +9,10 @@ import onnx
 import pytest
 
 from tinyvla_ros.vla import export
-from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig, cpu_has_vnni
-from tinyvla_ros.vla.engines import EngineConfig, load_engine
+from tinyvla_ros.vla.engines import load_engine
+from tinyvla_ros.vla.engines.base import EngineConfig
+from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
+from tinyvla_ros.vla.engines.ort import cpu_has_vnni
 
 TEXT = "pick up the red cube"
 

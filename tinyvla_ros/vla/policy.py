@@ -31,7 +31,7 @@ from tinyvla_ros.vla import lora as lora_lib
 from tinyvla_ros.vla.backbone import TinyVLABackbone
 from tinyvla_ros.vla.checkpoint import CheckpointMismatchError, load_policy, save_policy
 from tinyvla_ros.vla.config import LORA_VARIANTS, TinyVLAConfig
-from tinyvla_ros.vla.engine_ddim import DDIMPlan, build_scheduler
+from tinyvla_ros.vla.engines.ddim import DDIMPlan, build_scheduler
 from tinyvla_ros.vla.head import ActionHead
 from tinyvla_ros.vla.inpaint import InpaintInputs, blend_torch, check_prefix, prepare_inpaint
 from tinyvla_ros.vla.normalize import Normalizer

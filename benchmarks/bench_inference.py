@@ -246,18 +246,20 @@ def stage_calls(engine: Any) -> dict[str, Any]:
     pixel values, prompt, state), encoder (-> condition) and the DDIM loop (-> normalised actions)."""
     import torch
 
+    from tinyvla_ros.vla.engines.chunk_io import ChunkIO
+
     images, state = observation()
     if hasattr(engine, "graphs"):  # OnnxEngine
         ids, mask = engine._text_inputs([INSTRUCTION])
-        feeds = {"pixel_values": engine._pixel_values([images]).copy(), "input_ids": ids}
-        feeds.update(attention_mask=mask, state_norm=engine._states(state[None], 1))
+        feeds = {"pixel_values": engine.io.pixel_values([images]).copy(), "input_ids": ids}
+        feeds.update(attention_mask=mask, state_norm=engine.io.states(state[None], 1))
         c = engine.config
         condition = engine.graphs.encode_value(
             feeds, engine.graphs.buffers(1, c.chunk_len, c.action_dim).condition
         )
-        noise = engine._noise(1, 0, None)
+        noise = engine.io.noise(1, 0, None)
         return {
-            "preprocess": lambda: (engine._pixel_values([images]), engine._text_inputs([INSTRUCTION])),
+            "preprocess": lambda: (engine.io.pixel_values([images]), engine._text_inputs([INSTRUCTION])),
             "encoder": lambda: engine.graphs.encode_value(feeds, condition),
             "DDIM loop": lambda: engine.graphs.sample(condition, noise, None),
         }
@@ -267,7 +269,7 @@ def stage_calls(engine: Any) -> dict[str, Any]:
     state_norm = policy.normalizer.normalize_state(torch.from_numpy(state)[None])
     with torch.inference_mode():
         condition = policy.encode_observation(pixels, ids, mask, state_norm)
-    noise = policy._noise(1, 0, None)
+    noise = torch.from_numpy(ChunkIO(policy.config, policy.normalizer).noise(1, 0, None))
 
     def encode() -> Any:
         with torch.inference_mode():

@@ -4,6 +4,7 @@
 interface, EngineConfig, the shared warm-up). Modules:
 
     base      Engine, EngineConfig, ENGINES, warm_up
+    chunk_io  ChunkIO: the NumPy input/output step every engine shares (checks, inputs, actions)
     eager     TorchEngine: the TinyVLAPolicy run eagerly by PyTorch ("torch")
     compiled  TorchCompileEngine: the encoder and denoiser under torch.compile ("torch_compile")
     onnx      OnnxEngine, OnnxEngineConfig: the exported graphs run by ONNX Runtime ("onnx", ...)

@@ -13,6 +13,8 @@ An ``Engine`` (returned by ``tinyvla_ros.vla.engines.load_engine``):
                      (``warm_up`` below, shared by the engines)
 
 The policy node calls it from one worker thread; an engine is not required to be thread-safe.
+Every engine turns observations into model inputs, and normalised actions back into robot
+units, with the same NumPy step (chunk_io.ChunkIO).
 """
 
 from __future__ import annotations

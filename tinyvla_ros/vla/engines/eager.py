@@ -1,4 +1,9 @@
-"""``torch`` engine: a TinyVLAPolicy run eagerly by PyTorch, optionally under bf16/fp16 autocast."""
+"""``torch`` engine: a TinyVLAPolicy run eagerly by PyTorch, optionally under bf16/fp16 autocast.
+
+``TinyVLAPolicy.predict_chunk`` runs the NumPy step every engine shares (chunk_io.ChunkIO: input
+checks, pixel values, state normalisation, seeded initial noise, un-normalisation) around the
+policy's encoder and DDIM loop, which this engine runs under inference mode and autocast.
+"""
 
 from __future__ import annotations
 
@@ -46,15 +51,8 @@ class TorchEngine:
         """images: n_cams x (H, W, 3) uint8 RGB; state (state_dim,) -> (T, A) float32 robot units.
 
         prefix (k, A) robot units + prefix_weight (T,): inpaint the committed steps (vla/inpaint.py).
+        The inputs are checked and converted by the policy's NumPy step (chunk_io.ChunkIO).
         """
-        n_cams = len(self.config.camera_names)
-        if len(images) != n_cams:
-            raise ValueError(
-                f"expected {n_cams} images ({list(self.config.camera_names)}), got {len(images)}"
-            )
-        state = np.asarray(state, dtype=np.float32)
-        if state.shape != (self.config.state_dim,):
-            raise ValueError(f"state must have shape ({self.config.state_dim},), got {state.shape}")
         torch = self._torch
         kwargs = {"seed": seed}
         if prefix is not None or prefix_weight is not None:

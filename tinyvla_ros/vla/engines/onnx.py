@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tinyvla_ros.vla.engines.base import warm_up
+from tinyvla_ros.vla.engines.chunk_io import ChunkIO
 from tinyvla_ros.vla.engines.ddim import DDIMPlan
 from tinyvla_ros.vla.engines.ort import (
     INPAINT_GRAPH,
@@ -36,7 +37,7 @@ from tinyvla_ros.vla.engines.ort import (
     device_id,
     provider_chain,
 )
-from tinyvla_ros.vla.inpaint import InpaintInputs, check_prefix, prepare_inpaint
+from tinyvla_ros.vla.inpaint import InpaintInputs
 
 LOOPS = ("auto", "numpy", "fused", "graph")
 ONNX_PRECISIONS = ("fp32", "fp16", "int8")
@@ -154,8 +155,8 @@ class OnnxEngine:
         self.graphs = OnnxGraphs(
             files, self.plan, providers, self.cfg.resolved_loop, self.cfg.device, self.cfg.num_threads
         )
+        self.io = ChunkIO(self.config, self.normalizer, reuse_buffers=True)  # checks, inputs, actions
         self._text: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._pixels: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def _prompt_tokenizer(self) -> Any:
@@ -209,62 +210,6 @@ class OnnxEngine:
                 self._text.popitem(last=False)
         return cached
 
-    def _pixel_values(self, images: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
-        """B lists of N (H, W, 3) uint8 -> preallocated (B, N, 3, S, S) f32 in [0, 1]."""
-        from tinyvla_ros.vla.preprocess import prepare_image
-
-        c = self.config
-        batch = len(images)
-        out = self._pixels.get(batch)
-        if out is None:
-            out = self._pixels[batch] = np.empty(
-                (batch, c.num_cameras, 3, c.image_size, c.image_size), np.float32
-            )
-        scale = np.float32(1.0 / 255.0)
-        for b, obs in enumerate(images):
-            if isinstance(obs, np.ndarray) and obs.ndim == 3:
-                raise ValueError(
-                    "images must be a sequence with one (H, W, 3) array per camera, got a single image"
-                )
-            if len(obs) != c.num_cameras:
-                raise ValueError(
-                    f"expected {c.num_cameras} images (cameras {list(c.camera_names)}), got {len(obs)}"
-                )
-            for n, (image, cam) in enumerate(zip(obs, c.camera_names, strict=True)):
-                name = f"image of camera {cam!r}"
-                square = prepare_image(image, c.image_size, name=name, crop=c.center_crop)  # (S, S, 3) u8
-                np.multiply(square.transpose(2, 0, 1), scale, out=out[b, n])
-        return out
-
-    def _states(self, states: Any, batch: int) -> np.ndarray:
-        arr = np.asarray(states, dtype=np.float32)
-        if arr.shape != (batch, self.config.state_dim):
-            raise ValueError(
-                f"state must have shape ({self.config.state_dim},) per observation, got {arr.shape[1:] or arr.shape}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"state contains NaN or inf: {arr.tolist()}")
-        return np.ascontiguousarray(self.normalizer.normalize_state(arr), dtype=np.float32)
-
-    def _noise(self, batch: int, seed: int | None, initial_noise: Any) -> np.ndarray:
-        """(B, T, Da) f32: ``initial_noise`` or torch's CPU generator (same numbers as the torch engine)."""
-        shape = (batch, self.config.chunk_len, self.config.action_dim)
-        if initial_noise is not None:
-            noise = np.asarray(initial_noise, dtype=np.float32)
-            if noise.shape != shape:
-                raise ValueError(f"initial_noise must have shape {shape}, got {noise.shape}")
-            if not np.all(np.isfinite(noise)):
-                raise ValueError("initial_noise contains NaN or inf")
-            return noise
-        import torch
-
-        gen = torch.Generator(device="cpu")
-        if seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(int(seed))
-        return torch.randn(shape, generator=gen).numpy()
-
     # ------------------------------------------------------------------ inference
     def encode(
         self,
@@ -316,30 +261,23 @@ class OnnxEngine:
         prefix (k, Da) or (B, k, Da) robot units + prefix_weight (T,) or (B, T): inpaint the
         committed steps (vla/inpaint.py, same numbers as the torch engine for the same seed).
         """
-        batch = len(images)
-        if batch == 0 or isinstance(instructions, str) or len(instructions) != batch:
-            raise ValueError(
-                f"need one instruction per observation: {batch} image sets, {len(instructions)} instructions"
-            )
         t, d = self.config.chunk_len, self.config.action_dim
-        checked = check_prefix(prefix, prefix_weight, batch, t, d)
-        with self._lock:
-            state_norm = self._states(states, batch)
-            noise = self._noise(batch, seed, initial_noise)
-            inpaint = None
-            if checked is not None:
+        with self._lock:  # the pixel and sample buffers are reused between calls
+            x = self.io.prepare(
+                images, instructions, states, seed, initial_noise, prefix, prefix_weight, len(self.plan)
+            )
+            if x.inpaint is not None:
                 self._require_inpaint_graph()
-                inpaint = prepare_inpaint(*checked, self.normalizer, t, len(self.plan), seed)
             ids, mask = self._text_inputs(instructions)
             feeds = {
-                "pixel_values": self._pixel_values(images),
+                "pixel_values": x.pixel_values,
                 "input_ids": ids,
                 "attention_mask": mask,
-                "state_norm": state_norm,
+                "state_norm": x.state_norm,
             }
-            condition = self.graphs.encode_value(feeds, self.graphs.buffers(batch, t, d).condition)
-            actions = self.graphs.sample(condition, noise, inpaint)  # (B, T, Da) in [-1, 1]
-        return self.normalizer.unnormalize_action(actions).astype(np.float32)
+            condition = self.graphs.encode_value(feeds, self.graphs.buffers(len(images), t, d).condition)
+            actions = self.graphs.sample(condition, x.noise, x.inpaint)  # (B, T, Da) in [-1, 1]
+        return self.io.actions(actions)
 
     def predict_chunk(
         self,
@@ -355,22 +293,10 @@ class OnnxEngine:
 
         prefix (k, Da) robot units + prefix_weight (T,): inpaint the committed steps.
         """
-        if not isinstance(instruction, str):
-            raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
-        state = np.asarray(state, dtype=np.float32)
-        if state.shape != (self.config.state_dim,):
-            raise ValueError(f"state must have shape ({self.config.state_dim},), got {state.shape}")
-        noise = None if initial_noise is None else np.asarray(initial_noise, dtype=np.float32)[None]
-        if (prefix is not None and np.ndim(prefix) != 2) or (
-            prefix_weight is not None and np.ndim(prefix_weight) != 1
-        ):
-            raise ValueError(
-                f"prefix must be (k, Da) and prefix_weight (T,) for one observation, got shapes "
-                f"{np.shape(prefix)} and {np.shape(prefix_weight)}"
-            )
-        return self.predict_chunk_batch(
-            [images], [instruction], state[None], seed, noise, prefix, prefix_weight
-        )[0]
+        images, instructions, states, noise = self.io.single(
+            images, instruction, state, initial_noise, prefix, prefix_weight
+        )
+        return self.predict_chunk_batch(images, instructions, states, seed, noise, prefix, prefix_weight)[0]
 
     def warmup(self, runs: int = 2) -> float:
         """Blank inferences at the configured image size (the mean state); returns the last duration (s)."""

@@ -124,8 +124,9 @@ def observation(seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
 
 def cpu_engines(checkpoint: Path, steps: int, args: argparse.Namespace) -> dict[str, Any]:
     """label -> engine for one preset and step count (CPU)."""
-    from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig
-    from tinyvla_ros.vla.engines import EngineConfig, TorchEngine
+    from tinyvla_ros.vla.engines.base import EngineConfig
+    from tinyvla_ros.vla.engines.eager import TorchEngine
+    from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
 
     engines: dict[str, Any] = {
         "torch": TorchEngine(policy_with_steps(checkpoint, steps), EngineConfig(num_threads=args.threads))
@@ -143,7 +144,7 @@ def cpu_engines(checkpoint: Path, steps: int, args: argparse.Namespace) -> dict[
         )
         engines["onnx-int8"] = OnnxEngine(checkpoint, cfg)
     if args.compile:
-        from tinyvla_ros.vla.engine_torch_compile import TorchCompileEngine
+        from tinyvla_ros.vla.engines.compiled import TorchCompileEngine
 
         cfg = EngineConfig(engine="torch_compile", num_threads=args.threads)
         engines["torch_compile"] = TorchCompileEngine(policy_with_steps(checkpoint, steps), cfg)
@@ -245,18 +246,20 @@ def stage_calls(engine: Any) -> dict[str, Any]:
     pixel values, prompt, state), encoder (-> condition) and the DDIM loop (-> normalised actions)."""
     import torch
 
+    from tinyvla_ros.vla.engines.chunk_io import ChunkIO
+
     images, state = observation()
     if hasattr(engine, "graphs"):  # OnnxEngine
         ids, mask = engine._text_inputs([INSTRUCTION])
-        feeds = {"pixel_values": engine._pixel_values([images]).copy(), "input_ids": ids}
-        feeds.update(attention_mask=mask, state_norm=engine._states(state[None], 1))
+        feeds = {"pixel_values": engine.io.pixel_values([images]).copy(), "input_ids": ids}
+        feeds.update(attention_mask=mask, state_norm=engine.io.states(state[None], 1))
         c = engine.config
         condition = engine.graphs.encode_value(
             feeds, engine.graphs.buffers(1, c.chunk_len, c.action_dim).condition
         )
-        noise = engine._noise(1, 0, None)
+        noise = engine.io.noise(1, 0, None)
         return {
-            "preprocess": lambda: (engine._pixel_values([images]), engine._text_inputs([INSTRUCTION])),
+            "preprocess": lambda: (engine.io.pixel_values([images]), engine._text_inputs([INSTRUCTION])),
             "encoder": lambda: engine.graphs.encode_value(feeds, condition),
             "DDIM loop": lambda: engine.graphs.sample(condition, noise, None),
         }
@@ -266,7 +269,7 @@ def stage_calls(engine: Any) -> dict[str, Any]:
     state_norm = policy.normalizer.normalize_state(torch.from_numpy(state)[None])
     with torch.inference_mode():
         condition = policy.encode_observation(pixels, ids, mask, state_norm)
-    noise = policy._noise(1, 0, None)
+    noise = torch.from_numpy(ChunkIO(policy.config, policy.normalizer).noise(1, 0, None))
 
     def encode() -> Any:
         with torch.inference_mode():
@@ -644,8 +647,10 @@ def gpu_part(
     import torch
 
     from tinyvla_ros.vla.checkpoint import read_checkpoint_config
-    from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig, available_providers
-    from tinyvla_ros.vla.engines import EngineConfig, TorchEngine
+    from tinyvla_ros.vla.engines.base import EngineConfig
+    from tinyvla_ros.vla.engines.eager import TorchEngine
+    from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
+    from tinyvla_ros.vla.engines.ort import available_providers
     from tinyvla_ros.vla.flops import count_chunk_flops, matmul_peak
 
     gpu = device != "cpu"
@@ -677,7 +682,7 @@ def gpu_part(
                     policy = policy_with_steps(ckpt, 10)
                     cfg = EngineConfig(engine=engine, device=device, precision=precision)
                     if engine == "torch_compile":
-                        from tinyvla_ros.vla.engine_torch_compile import TorchCompileEngine
+                        from tinyvla_ros.vla.engines.compiled import TorchCompileEngine
 
                         engines[label] = TorchCompileEngine(policy, cfg)
                     else:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tinyvla_ros.vla.config import get_config
-from tinyvla_ros.vla.engine_ddim import DDIMPlan, build_scheduler
+from tinyvla_ros.vla.engines.ddim import DDIMPlan, build_scheduler
 
 
 @pytest.mark.parametrize("steps", [1, 5, 10, 100])

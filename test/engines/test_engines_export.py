@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from tinyvla_ros.vla import export
-from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig
+from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
 from tinyvla_ros.vla.policy import TinyVLAPolicy
 from tinyvla_ros.vla.testing import make_tiny_checkpoint
 

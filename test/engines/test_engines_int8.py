@@ -9,8 +9,10 @@ import onnx
 import pytest
 
 from tinyvla_ros.vla import export
-from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig, cpu_has_vnni
-from tinyvla_ros.vla.engines import EngineConfig, load_engine
+from tinyvla_ros.vla.engines import load_engine
+from tinyvla_ros.vla.engines.base import EngineConfig
+from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
+from tinyvla_ros.vla.engines.ort import cpu_has_vnni
 
 TEXT = "pick up the red cube"
 
@@ -55,9 +57,9 @@ def test_int8_engine_is_close_to_fp32_and_really_quantised(int8_copy, observatio
     assert int8.graphs is not fp32.graphs
     for seed in range(4):
         images, state = observation(2, 8, seed=seed)
-        pixels = fp32._pixel_values([images]).copy()
+        pixels = fp32.io.pixel_values([images]).copy()
         ids, mask = fp32._text_inputs([TEXT])
-        state_norm = fp32._states(state[None], 1)
+        state_norm = fp32.io.states(state[None], 1)
         c32 = fp32.encode(pixels, ids, mask, state_norm)
         c8 = int8.encode(pixels, ids, mask, state_norm)
         rel = np.linalg.norm(c8 - c32) / np.linalg.norm(c32)

@@ -7,14 +7,10 @@ import pytest
 import torch
 
 from tinyvla_ros.vla.checkpoint import CheckpointMismatchError
-from tinyvla_ros.vla.engine_onnx import (
-    ExecutionProviderError,
-    OnnxEngine,
-    OnnxEngineConfig,
-    available_providers,
-    provider_chain,
-)
-from tinyvla_ros.vla.engines import Engine, load_engine
+from tinyvla_ros.vla.engines import load_engine
+from tinyvla_ros.vla.engines.base import Engine
+from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
+from tinyvla_ros.vla.engines.ort import ExecutionProviderError, available_providers, provider_chain
 from tinyvla_ros.vla.policy import TinyVLAPolicy
 
 TOL = 1e-4

@@ -34,7 +34,7 @@ def test_export_parity_and_trailing_schedule(lite0_ckpt):
 
 @pytest.mark.parametrize("loop", ["numpy", "fused"])
 def test_onnx_engine_matches_torch_with_and_without_inpainting(lite0_ckpt, observation, loop):
-    from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig
+    from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
 
     images, state = observation(2, 8, seed=1)
     torch_engine = load_engine(lite0_ckpt, num_threads=1)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyvla_ros.vla.engine_torch_compile import TorchCompileEngine
-from tinyvla_ros.vla.engines import EngineConfig, TorchEngine, load_engine
+from tinyvla_ros.vla.engines import load_engine
+from tinyvla_ros.vla.engines.base import EngineConfig
+from tinyvla_ros.vla.engines.compiled import TorchCompileEngine
+from tinyvla_ros.vla.engines.eager import TorchEngine
 from tinyvla_ros.vla.policy import TinyVLAPolicy
 
 

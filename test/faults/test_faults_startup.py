@@ -20,7 +20,7 @@ from std_msgs.msg import Float64MultiArray
 from tinyvla_ros.ros.graph import GraphArgs, GraphRunner, build_graph, main
 from tinyvla_ros.ros.lifecycle_client import LifecycleError
 from tinyvla_ros.ros.qos import reliable_qos
-from tinyvla_ros.vla.engine_faults import ENV_FLAG, FaultEngine, corrupt_chunk, parse_fault_spec
+from tinyvla_ros.vla.engines.faults import ENV_FLAG, FaultEngine, corrupt_chunk, parse_fault_spec
 
 pytestmark = [pytest.mark.ros]
 

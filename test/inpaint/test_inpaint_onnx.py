@@ -10,8 +10,8 @@ import torch
 
 from tinyvla_ros.core.chunking import prefix_weights
 from tinyvla_ros.vla.config import get_config
-from tinyvla_ros.vla.engine_onnx import OnnxEngine, OnnxEngineConfig
 from tinyvla_ros.vla.engines import load_engine
+from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
 from tinyvla_ros.vla.normalize import Normalizer
 from tinyvla_ros.vla.policy import TinyVLAPolicy
 

@@ -7,7 +7,8 @@ import pytest
 from conftest import FRANKA_ACTIONS
 
 from tinyvla_ros.vla.checkpoint import CheckpointMismatchError
-from tinyvla_ros.vla.engines import Engine, EngineConfig, load_engine
+from tinyvla_ros.vla.engines import load_engine
+from tinyvla_ros.vla.engines.base import Engine, EngineConfig
 
 EXPECTED = {"action_dim": 8, "camera_names": ["zed_left", "zed_right"], "state_dim": 8}
 

@@ -116,7 +116,7 @@ class PolicyNodeConfig:
 
     checkpoint: str = _doc("checkpoint directory (config.json, model.safetensors, stats.json)", default="")
     engine: str = _doc(
-        "inference engine (tinyvla_ros.vla.engines.ENGINES): torch, onnx, ...", default="torch"
+        "inference engine (tinyvla_ros.vla.engines.base.ENGINES): torch, onnx, ...", default="torch"
     )
     device: str = _doc("torch device: cpu, cuda, cuda:0 ...", default="cpu")
     precision: str = _doc("fp32 | bf16 | fp16 | int8 (int8: engine onnx on cpu)", default="fp32")

@@ -6,6 +6,8 @@ normalize    Normalizer (actions min-max to [-1, 1], state z-score), JSON beside
 checkpoint   save/load (config.json, model.safetensors, stats.json, tokenizer), CheckpointMismatchError
 llava_pythia load_llava_pythia(dir, **robot): start from an official Llava-Pythia VLM initialiser
 backbone, head, lora, tokenizer, preprocess: the parts; cli: `tinyvla-model info|bench`
+engines      load_engine(dir, engine=...): the inference engines (torch, torch_compile, onnx)
+export       `tinyvla-export`: ONNX graphs of a checkpoint, checked by engines/parity.py
 """
 
 from tinyvla_ros.vla.checkpoint import CheckpointMismatchError

@@ -28,7 +28,8 @@ stay fp32 (their convolutions gain nothing from ORT's int8 kernels), so precisio
 (INT8_CONDITION_TOLERANCE) and reports, without a bound, how far the chunk moves. ``onnx.json``
 (the manifest) records the weights' sha256, the graph-relevant config, versions, the DDIM plan
 and the parity figures; engines use it to refuse ONNX files that no longer match the weights.
-The DDIM loop around the graphs is ``tinyvla_ros.vla.engine_ddim.DDIMPlan`` (diffusers' numbers).
+The DDIM loop around the graphs is ``tinyvla_ros.vla.engines.ddim.DDIMPlan`` (diffusers' numbers);
+the parity checks (one per graph) are ``tinyvla_ros.vla.engines.parity``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ import torch
 from torch import nn
 
 from tinyvla_ros.vla.checkpoint import WEIGHTS_FILE, read_checkpoint_config
-from tinyvla_ros.vla.engine_ddim import DDIMPlan
+from tinyvla_ros.vla.engines.ddim import DDIMPlan
+from tinyvla_ros.vla.engines.parity import parity_report
 from tinyvla_ros.vla.inpaint import blend_torch
 
 FORMAT = "tinyvla_ros.onnx/1"
@@ -561,9 +563,10 @@ def export_checkpoint(
         entries.update(entry)
     parity = None
     if cfg.check:
-        from tinyvla_ros.vla.engine_onnx import parity_report  # ORT side lives with the engine
-
-        parity = parity_report(out, policy, list(entries), plan, cfg.tolerance)
+        examples = example_inputs(policy, batch=2, seed=1)
+        parity = parity_report(
+            out, policy, list(entries), plan, cfg.tolerance, examples, INT8_CONDITION_TOLERANCE
+        )
         log("parity (max abs diff vs torch): " + json.dumps(parity["max_abs_diff"]))
         if "condition_rel" in parity:
             log(f"int8 encoder: condition relative error {parity['condition_rel']:.4f}")

@@ -6,6 +6,8 @@ L prompt tokens, T chunk length, Da action dim, Ds state dim, C condition size (
     forward(batch) -> scalar loss        masked MSE between predicted and true DDPM noise
     predict_chunk(images, instruction, state, seed) -> (T, Da) float32 in robot units
     predict_chunk_batch(images, instructions, states, seed) -> (B, T, Da)
+        (input checks, pixel values, state normalisation, initial noise and un-normalisation: the
+        NumPy step every engine shares, vla/engines/chunk_io.py)
 Tensor-only pieces (mirrored by ONNX export / engines / inpainting):
     preprocess_images(list of N (H, W, 3) uint8) -> pixel_values (N, 3, S, S) float32 in [0, 1]
     tokenize(instruction) -> input_ids (1, L), attention_mask (1, L)
@@ -31,9 +33,10 @@ from tinyvla_ros.vla import lora as lora_lib
 from tinyvla_ros.vla.backbone import TinyVLABackbone
 from tinyvla_ros.vla.checkpoint import CheckpointMismatchError, load_policy, save_policy
 from tinyvla_ros.vla.config import LORA_VARIANTS, TinyVLAConfig
-from tinyvla_ros.vla.engine_ddim import DDIMPlan, build_scheduler
+from tinyvla_ros.vla.engines.chunk_io import ChunkIO
+from tinyvla_ros.vla.engines.ddim import DDIMPlan, build_scheduler
 from tinyvla_ros.vla.head import ActionHead
-from tinyvla_ros.vla.inpaint import InpaintInputs, blend_torch, check_prefix, prepare_inpaint
+from tinyvla_ros.vla.inpaint import InpaintInputs, blend_torch
 from tinyvla_ros.vla.normalize import Normalizer
 from tinyvla_ros.vla.preprocess import prepare_cameras
 from tinyvla_ros.vla.tokenizer import IMAGE_TOKEN_INDEX, PromptTokenizer, build_tiny_tokenizer
@@ -377,32 +380,6 @@ class TinyVLAPolicy(nn.Module):
             if toggle:
                 self.train(was_training)
 
-    def _noise(self, b: int, seed: int | None, initial_noise: np.ndarray | None) -> torch.Tensor:
-        shape = (b, self.config.chunk_len, self.config.action_dim)
-        if initial_noise is not None:
-            noise = np.asarray(initial_noise, dtype=np.float32)
-            if noise.shape != shape:
-                raise ValueError(f"initial_noise must have shape {shape}, got {noise.shape}")
-            if not np.all(np.isfinite(noise)):
-                raise ValueError("initial_noise contains NaN or inf")
-            return torch.from_numpy(noise)
-        gen = torch.Generator(device="cpu")
-        if seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(int(seed))
-        return torch.randn(shape, generator=gen)
-
-    def _states(self, states: Any, b: int) -> torch.Tensor:
-        arr = np.asarray(states, dtype=np.float32)
-        if arr.shape != (b, self.config.state_dim):
-            raise ValueError(
-                f"states must have shape (B={b}, state_dim={self.config.state_dim}), got {arr.shape}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"state contains NaN or inf: {arr.tolist()}")
-        return torch.from_numpy(arr)
-
     def predict_chunk_batch(
         self,
         images: Sequence[Sequence[np.ndarray]],
@@ -421,26 +398,18 @@ class TinyVLAPolicy(nn.Module):
         prefix_weight (T,) or (B, T) in [0, 1]: inpaint the committed steps (vla/inpaint.py); the
         known part's noise is seeded by ``seed`` too.
         """
-        b = len(images)
-        if b == 0 or len(instructions) != b:
-            raise ValueError(
-                f"need one instruction per observation: {b} image sets, {len(instructions)} instructions"
-            )
-        norm = self._require_normalizer()
-        state_norm = norm.normalize_state(self._states(states, b))
-        noise = self._noise(b, seed, initial_noise)
-        c = self.config
-        checked = check_prefix(prefix, prefix_weight, b, c.chunk_len, c.action_dim)
-        inpaint = None
-        if checked is not None:
-            inpaint = prepare_inpaint(*checked, norm, c.chunk_len, len(self.schedulers[1].timesteps), seed)
-        pixels = torch.stack([self.preprocess_images(obs) for obs in images])  # (B, N, 3, S, S)
+        io = ChunkIO(self.config, self._require_normalizer())
+        steps = len(self.schedulers[1].timesteps)
+        x = io.prepare(images, instructions, states, seed, initial_noise, prefix, prefix_weight, steps)
         ids, mask = self.tokenize_batch(instructions)
         dev = self.device
         with self._inference():
-            condition = self.encode_observation(pixels.to(dev), ids.to(dev), mask.to(dev), state_norm.to(dev))
-            actions = self.sample(condition, noise.to(dev), inpaint)
-        return norm.unnormalize_action(actions.float().cpu().numpy()).astype(np.float32)
+            pixels, state_norm, noise = (
+                torch.from_numpy(a).to(dev) for a in (x.pixel_values, x.state_norm, x.noise)
+            )
+            condition = self.encode_observation(pixels, ids.to(dev), mask.to(dev), state_norm)
+            actions = self.sample(condition, noise, x.inpaint)
+        return io.actions(actions.float().cpu().numpy())
 
     def predict_chunk(
         self,
@@ -457,23 +426,12 @@ class TinyVLAPolicy(nn.Module):
         prefix (k, Da) robot units + prefix_weight (T,): inpaint the committed steps (see
         predict_chunk_batch); None for both samples freely.
         """
-        state = np.asarray(state, dtype=np.float32)
-        if state.shape != (self.config.state_dim,):
-            raise ValueError(f"state must have shape ({self.config.state_dim},), got {state.shape}")
-        noise = None if initial_noise is None else np.asarray(initial_noise, dtype=np.float32)[None]
-        if noise is not None and noise.shape[1:] != (self.config.chunk_len, self.config.action_dim):
-            raise ValueError(
-                f"initial_noise must have shape {(self.config.chunk_len, self.config.action_dim)}, got {noise.shape[1:]}"
-            )
-        if (prefix is not None and np.ndim(prefix) != 2) or (
-            prefix_weight is not None and np.ndim(prefix_weight) != 1
-        ):
-            raise ValueError(
-                f"prefix must be (k, Da) and prefix_weight (T,) for one observation, got shapes "
-                f"{np.shape(prefix)} and {np.shape(prefix_weight)}"
-            )
+        io = ChunkIO(self.config, self._normalizer)
+        images, instructions, states, noise = io.single(
+            images, instruction, state, initial_noise, prefix, prefix_weight
+        )
         out = self.predict_chunk_batch(
-            [images], [instruction], state[None], seed, noise, prefix=prefix, prefix_weight=prefix_weight
+            images, instructions, states, seed, noise, prefix=prefix, prefix_weight=prefix_weight
         )
         return out[0]
 

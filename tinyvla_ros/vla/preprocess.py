@@ -124,18 +124,25 @@ def prepare_image(image: np.ndarray, size: int, name: str = "image", crop: float
 
 
 def prepare_cameras(
-    images: Sequence[np.ndarray], size: int, camera_names: Sequence[str], crop: float = 1.0
+    images: Sequence[np.ndarray],
+    size: int,
+    camera_names: Sequence[str],
+    crop: float = 1.0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """n_cams images in ``camera_names`` order -> (n_cams, 3, size, size) float32 in [0, 1]
-    (``crop``: centre crop side fraction, see prepare_image)."""
+    (``crop``: centre crop side fraction, see prepare_image; ``out``: an array of that shape and
+    dtype to write into, e.g. one row of a preallocated batch)."""
     if isinstance(images, np.ndarray) and images.ndim == 3:
         raise ValueError("images must be a sequence with one (H, W, 3) array per camera, got a single image")
     if len(images) != len(camera_names):
         raise ValueError(
             f"expected {len(camera_names)} images (cameras {list(camera_names)}), got {len(images)}"
         )
-    out = np.empty((len(images), 3, size, size), dtype=np.float32)
+    if out is None:
+        out = np.empty((len(images), 3, size, size), dtype=np.float32)
+    scale = np.float32(1.0 / 255.0)
     for i, (image, cam) in enumerate(zip(images, camera_names, strict=True)):
         square = prepare_image(image, size, name=f"image of camera {cam!r}", crop=crop)
-        out[i] = square.transpose(2, 0, 1) * np.float32(1.0 / 255.0)
+        np.multiply(square.transpose(2, 0, 1), scale, out=out[i])
     return out

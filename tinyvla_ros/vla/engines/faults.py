@@ -1,7 +1,7 @@
 """Test-only fault hook: an engine wrapper that makes a real engine misbehave on purpose.
 
 Enabled only when the environment variable ``TINYVLA_ENABLE_FAULT_HOOKS=1`` is set (anything
-else: ``load_fault_engine`` raises RuntimeError), so a deployed policy node can never be
+else: ``fault_config`` raises RuntimeError), so a deployed policy node can never be
 switched into it by a parameter alone. Selected through the policy node's ``engine``
 parameter with a spec string::
 
@@ -167,24 +167,12 @@ def corrupt_chunk(chunk: np.ndarray, mode: str, magnitude: float) -> np.ndarray:
     return out
 
 
-def load_fault_engine(
-    checkpoint_dir: str | Path,
-    spec: str,
-    device: str = "cpu",
-    precision: str = "fp32",
-    expected: dict | None = None,
-    num_threads: int = 0,
-    inpaint: bool = False,
-) -> FaultEngine:
-    """Load the inner engine and wrap it; RuntimeError unless TINYVLA_ENABLE_FAULT_HOOKS=1."""
+def fault_config(spec: str) -> FaultEngineConfig:
+    """The parsed ``spec``; RuntimeError unless TINYVLA_ENABLE_FAULT_HOOKS=1. The factory
+    (``tinyvla_ros.vla.engines.load_engine``) loads ``.inner`` and wraps it in a FaultEngine."""
     if not hooks_enabled():
         raise RuntimeError(
             f"engine {spec!r} is a test-only fault hook: set {ENV_FLAG}=1 in the policy node's "
             "environment to use it (never on a real robot)"
         )
-    cfg = parse_fault_spec(spec)
-    from tinyvla_ros.vla.engines import load_engine
-
-    kwargs: dict[str, Any] = {"inpaint": True} if inpaint else {}
-    inner = load_engine(checkpoint_dir, cfg.inner, device, precision, expected, num_threads, **kwargs)
-    return FaultEngine(inner, cfg)
+    return parse_fault_spec(spec)

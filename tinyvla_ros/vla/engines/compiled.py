@@ -1,6 +1,6 @@
 """``torch_compile`` engine: the torch engine with the encoder and the denoiser under ``torch.compile``.
 
-Same interface and numbers as ``engines.TorchEngine`` (fp32 on CPU; fp16/bf16 autocast on CUDA).
+Same interface and numbers as ``eager.TorchEngine`` (fp32 on CPU; fp16/bf16 autocast on CUDA).
 ``TinyVLAPolicy.encode_observation`` (vision tower + projector + GPT-NeoX + condition) and
 ``TinyVLAPolicy.denoise`` (the UNet, called once per DDIM step) are compiled on this engine's
 policy instance; compilation happens on the first call, so ``warmup`` pays it (the policy node
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tinyvla_ros.vla.engines import EngineConfig, TorchEngine
+from tinyvla_ros.vla.engines.base import EngineConfig
+from tinyvla_ros.vla.engines.eager import TorchEngine
 
 COMPILE_BACKENDS = ("inductor", "eager", "aot_eager", "cudagraphs")
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -221,14 +221,17 @@ def run(args) -> dict:
         procs["bench process (sensors, recorder)"] = psutil.Process()
         for proc in procs.values():
             proc.cpu_percent(None)
+        with probe.lock:
+            ticks_before = dict(probe.diagnostics.get("tinyvla_executor", {}))
         start_wall, start_mono = time.time(), time.monotonic()
         time.sleep(args.duration)
         cpu = {name: round(proc.cpu_percent(None) / 100.0, 3) for name, proc in procs.items()}
         window = time.monotonic() - start_mono
         time.sleep(1.5)  # the diagnostics of the window arrive
         with probe.lock:
-            chunks = [c for c in probe.chunks if c[0] >= start_wall]
-            commands = [c for c in probe.commands if c[0] >= start_wall]
+            end_wall = start_wall + window  # what arrived while waiting for the diagnostics is not counted
+            chunks = [c for c in probe.chunks if start_wall <= c[0] < end_wall]
+            commands = [c for c in probe.commands if start_wall <= c[0] < end_wall]
             diags = dict(probe.diagnostics)
     finally:
         runner.stop()
@@ -254,6 +257,10 @@ def run(args) -> dict:
         "stamp_to_chunk_ms": (pct(to_chunk, 50), pct(to_chunk, 99)),
         "chunk_to_command_ms": (pct(e2e - to_chunk, 50), pct(e2e - to_chunk, 99)),
         "late_starts_skipped": pol.get("observations_skipped.late_start", "0"),
+        "ticks": {  # during the window (the diagnostics' counters at its end minus at its start)
+            k: int(exe.get(f"ticks_{k}", 0)) - int(ticks_before.get(f"ticks_{k}", 0))
+            for k in ("run", "hold", "idle")
+        },
         "policy": {
             "engine": args.engine,
             "inference_rate": args.inference_rate,
@@ -278,6 +285,11 @@ def run(args) -> dict:
     }
 
 
+def held_share(ticks: dict[str, int]) -> float:
+    total = sum(ticks.values())
+    return round(100.0 * ticks["hold"] / total, 1) if total else float("nan")
+
+
 def to_result(args, r: dict) -> dict:
     rows = [
         [
@@ -294,6 +306,7 @@ def to_result(args, r: dict) -> dict:
         ["stage: policy inference (predict_chunk)", *r["inference_ms"], f"{r['chunks_per_s']} chunks/s"],
         ["stage: camera stamp -> chunk arrival here", *r["stamp_to_chunk_ms"], ""],
         ["stage: chunk arrival -> first command after it (here)", *r["chunk_to_command_ms"], ""],
+        ["executor ticks held (% of the window's ticks)", held_share(r["ticks"]), "", f"{r['ticks']}"],
         [
             f"control period at {args.control_rate:g} Hz: executor tick starts",
             *r["timer_period_ms"][:2],

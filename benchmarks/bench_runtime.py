@@ -258,8 +258,8 @@ def run(args) -> dict:
         "chunk_to_command_ms": (pct(e2e - to_chunk, 50), pct(e2e - to_chunk, 99)),
         "late_starts_skipped": pol.get("observations_skipped.late_start", "0"),
         "ticks": {  # during the window (the diagnostics' counters at its end minus at its start)
-            k: int(exe.get(f"ticks_{k}", 0)) - int(ticks_before.get(f"ticks_{k}", 0))
-            for k in ("run", "hold", "idle")
+            k: int(exe.get(k, 0)) - int(ticks_before.get(k, 0))
+            for k in ("ticks_run", "ticks_hold", "ticks_idle", "bad_chunks", "chunks_used")
         },
         "policy": {
             "engine": args.engine,
@@ -286,8 +286,8 @@ def run(args) -> dict:
 
 
 def held_share(ticks: dict[str, int]) -> float:
-    total = sum(ticks.values())
-    return round(100.0 * ticks["hold"] / total, 1) if total else float("nan")
+    total = ticks["ticks_run"] + ticks["ticks_hold"] + ticks["ticks_idle"]
+    return round(100.0 * ticks["ticks_hold"] / total, 1) if total else float("nan")
 
 
 def to_result(args, r: dict) -> dict:

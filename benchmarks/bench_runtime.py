@@ -256,7 +256,8 @@ def run(args) -> dict:
         ),
         "stamp_to_chunk_ms": (pct(to_chunk, 50), pct(to_chunk, 99)),
         "chunk_to_command_ms": (pct(e2e - to_chunk, 50), pct(e2e - to_chunk, 99)),
-        "late_starts_skipped": pol.get("observations_skipped.late_start", "0"),
+        "late_starts_skipped": pol.get("late_start.replaced", "0"),
+        "late_starts_kept": pol.get("late_start.kept", "0"),
         "ticks": {  # during the window (the diagnostics' counters at its end minus at its start)
             k: int(exe.get(k, 0)) - int(ticks_before.get(k, 0))
             for k in ("ticks_run", "ticks_hold", "ticks_idle", "bad_chunks", "chunks_used")
@@ -301,7 +302,7 @@ def to_result(args, r: dict) -> dict:
         [
             "stage: frame age when its inference starts (policy)",
             *r["start_age_ms"],
-            f"{r['late_starts_skipped']} observations skipped as late",
+            f"{r['late_starts_skipped']} late observations replaced by newer, {r['late_starts_kept']} kept",
         ],
         ["stage: policy inference (predict_chunk)", *r["inference_ms"], f"{r['chunks_per_s']} chunks/s"],
         ["stage: camera stamp -> chunk arrival here", *r["stamp_to_chunk_ms"], ""],

@@ -138,7 +138,7 @@ class PolicyNodeConfig:
     action_dt: float = _doc("seconds between consecutive steps of a chunk", default=0.05)
     max_age: float = _doc("reject an observation whose frames are older than this (s)", default=0.25)
     max_start_age: float = _doc(
-        "start an inference only from frames at most this old (s), else wait for fresher ones; 0 = off",
+        "frames older than this (s) when the worker is free: wait up to this long for newer ones; 0 = off",
         default=0.0,
     )
     max_skew: float = _doc("reject when the cameras' frames are further apart than this (s)", default=0.05)

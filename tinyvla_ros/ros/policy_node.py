@@ -12,9 +12,9 @@ encoding is converted to RGB; an unknown encoding or a wrong size is a diagnosti
 frame is dropped) and feed an ObservationAssembler. The worker starts an inference as soon as a
 fresh synchronised observation exists (every camera has a frame newer than the last one used; it
 sleeps until a frame arrives, never polls), at most ``inference_rate`` times per second. Frames
-older than ``max_start_age`` when the worker is free are skipped (counted as
-``observations_skipped.late_start``): the worker waits for the next frame rather than predict
-from an old one. It runs the engine and publishes the chunk as trajectory_msgs/JointTrajectory on ``~/chunk`` with header.stamp = the
+older than ``max_start_age`` when the worker is free are replaced by the next synchronised
+observation if it comes within ``max_start_age`` (counted as ``late_start.replaced``), else used
+(``late_start.kept``): a fresh frame is not waited for longer than that, and never in vain. It runs the engine and publishes the chunk as trajectory_msgs/JointTrajectory on ``~/chunk`` with header.stamp = the
 observation's stamp, joint_names = action names, time_from_start = i * action_dt.
 
 Inpainting (``inpaint.enabled``; the executor in any mode, best ``execution_mode: inpaint``): the
@@ -47,7 +47,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from tinyvla_ros.core.chunking import DelayEstimator, inpaint_prefix
 from tinyvla_ros.core.images import ImageFormatError
-from tinyvla_ros.core.observation import ObservationAssembler, ObservationConfig, Rejection
+from tinyvla_ros.core.observation import Observation, ObservationAssembler, ObservationConfig, Rejection
 from tinyvla_ros.core.realtime import renice_process
 from tinyvla_ros.core.stats import LatencyStats
 from tinyvla_ros.ros.conversions import (
@@ -411,8 +411,7 @@ class PolicyNode(LifecycleNode):
             return False
         self.diag.clear("observation")
         if 0.0 < self.cfg.max_start_age < result.age:
-            self.diag.count("observations_skipped.late_start")  # the worker was busy: wait for a newer frame
-            return False
+            result = self._fresher(result)
         self.start_age.add(result.age)
         self._last_skew = float(result.skew)
         self._max_skew = max(self._max_skew, self._last_skew)
@@ -437,6 +436,22 @@ class PolicyNode(LifecycleNode):
         self.diag.count("chunks_published")
         self.diag.clear("inference")
         return True
+
+    def _fresher(self, old: Observation) -> Observation:
+        """``old`` aged while the worker was busy: wait up to ``max_start_age`` (wall time) for a
+        newer synchronised observation and take it, else infer from ``old`` (never starve: under
+        lockstep sim time no frame comes while the fake waits for this chunk)."""
+        deadline = time.monotonic() + self.cfg.max_start_age
+        while (left := deadline - time.monotonic()) > 0.0 and not self._stop.is_set():
+            self._new_frame.wait(left)
+            self._new_frame.clear()
+            with self._lock:
+                newer = self._assembler.assemble(self._now())
+            if not isinstance(newer, Rejection):
+                self.diag.count("late_start.replaced")  # the old frames are skipped
+                return newer
+        self.diag.count("late_start.kept")
+        return old
 
     # --- diagnostics ----------------------------------------------------------------------
 

@@ -75,6 +75,9 @@ def franka(franka_checkpoint, tmp_path_factory):
         "tinyvla_policy.cameras.zed_right.encoding": "rgb8",
         "tinyvla_executor.control_rate": CONTROL_RATE,
         "tinyvla_executor.hold_after": HOLD_AFTER,
+        # this module checks the hold_after watchdog with a 4 Hz policy: the shipped observation
+        # deadline (0.18 s, test/faults) would hold between its chunks
+        "tinyvla_executor.faults.max_observation_age": 0.0,
         "tinyvla_executor.action_dt": ACTION_DT,
     }
     log_dir = tmp_path_factory.mktemp("franka_logs")

@@ -24,11 +24,12 @@ from tinyvla_ros.data.train import EMA_FILE, StepBatches, TrainConfig, Trainer  
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Max |w_2proc - w_1proc| over every weight after 4 AdamW steps at lr 3e-4. The two runs see the
-# same samples, augmentations and noise; they differ only in float summation order (the gradient
-# of 2 half-batches averaged vs 1 whole batch, prompts padded to another length), which AdamW's
-# normalised steps carry to ~1e-5 in a few weights. One different batch moves weights by ~lr.
-TOLERANCE = 1e-4
+# Max |w_2proc - w_1proc| over every weight after 2 and 4 AdamW steps at lr 3e-4. The two runs see
+# the same samples, augmentations and noise; they differ only in float summation order (the
+# gradient of 2 half-batches averaged vs 1 whole batch, prompts padded to another length), which
+# AdamW's normalised steps carry to 7.7e-6 in a few weights (measured here). Another data order
+# moves the weights by 1.4e-3 (measured): the test asserts > 10 x TOLERANCE for it.
+TOLERANCE = 5e-5
 
 
 def test_rank_shards_put_together_are_the_one_process_batch():
@@ -86,10 +87,8 @@ def _max_diff(a: Path, b: Path) -> float:
     return max(float((x[k].float() - y[k].float()).abs().max()) for k in x)
 
 
-def _losses(run: Path) -> list[float]:
-    return [
-        m["loss"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in m
-    ]
+def _logged(run: Path, key: str = "loss") -> list[float]:
+    return [m[key] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if key in m]
 
 
 class _OtherOrder(StepBatches):
@@ -123,8 +122,11 @@ def test_two_processes_train_the_weights_of_one_and_their_checkpoint_resumes_in_
         assert _max_diff(a / EMA_FILE, b / EMA_FILE) < TOLERANCE, step
     assert _max_diff(two_final / "model.safetensors", one_final / "model.safetensors") < TOLERANCE
     # only the main process logged: one line per step, the global batch's loss
-    assert len(_losses(tmp_path / "two")) == 4
-    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5)
+    assert len(_logged(tmp_path / "two")) == 4
+    assert _logged(tmp_path / "two") == pytest.approx(_logged(tmp_path / "one"), rel=1e-5)
+    # and the gradient norm: AdamW hides a gradient scaled by a constant from the weights, not from it
+    two_norms, one_norms = _logged(tmp_path / "two", "grad_norm"), _logged(tmp_path / "one", "grad_norm")
+    assert two_norms == pytest.approx(one_norms, rel=1e-4)
 
     # the check can fail: another data order (same initial weights and noise) is far outside it
     monkeypatch.setattr(train_module, "StepBatches", _OtherOrder)
@@ -142,7 +144,7 @@ def test_two_processes_train_the_weights_of_one_and_their_checkpoint_resumes_in_
     resumed = Trainer(_cfg(demo_dataset, resumed_run, resume=True)).run()
     assert _max_diff(resumed / "model.safetensors", one_final / "model.safetensors") < TOLERANCE
     assert json.loads((resumed / "training.json").read_text())["processes"] == 1
-    assert len(_losses(resumed_run)) == 4
+    assert len(_logged(resumed_run)) == 4
 
 
 def test_full_optimizer_state_through_torch_distributed_checkpoint_is_the_checkpoint_state(

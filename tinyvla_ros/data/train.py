@@ -23,7 +23,8 @@ batches; only the main process writes; checkpoints are unsharded and resume at a
 
 Output directory:
     train_config.json         the configuration, dataset and model description
-    metrics.jsonl             one line per logged step (loss, lr, samples/s) and per validation
+    metrics.jsonl             one line per logged step (loss, gradient norm before clipping, lr,
+                              samples/s) and per validation
     curves.png                training / validation loss and learning rate
     checkpoints/step_XXXXXXXX resumable checkpoints (weights, optimizer, scheduler; no pickle)
     final/                    merged (LoRA folded in), ready-to-deploy checkpoint + training.json
@@ -600,12 +601,15 @@ class Trainer:
         share = self.policy.loss_from_terms(terms, counts)
         return share * self.world, share.detach()
 
-    def _optimizer_step(self, micro_batches: list[dict[str, Any]]) -> float:
+    def _optimizer_step(self, micro_batches: list[dict[str, Any]]) -> tuple[float, float]:
         """One optimizer step over ``grad_accum`` micro-batches (accelerate's ``accumulate``: the
-        gradients are all-reduced on the last one only); returns the global batch's mean loss."""
+        gradients are all-reduced on the last one only); returns the global batch's mean loss and
+        the gradient norm before clipping."""
+        from tinyvla_ros.data.distributed import full_tensor
+
         acc = self.accelerator
         self.model.train()
-        total = 0.0
+        total, norm = 0.0, math.nan
         for m, batch in enumerate(micro_batches):
             with acc.accumulate(self.model):
                 loss, share = self._micro_loss(batch, self._generator(self.step, m, 11))
@@ -621,7 +625,9 @@ class Trainer:
                     raise FloatingPointError(
                         f"training loss became {total} at step {self.step}: lower the learning rate"
                     )
-                acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+                norm = float(
+                    full_tensor(acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
+                )
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -629,7 +635,7 @@ class Trainer:
             raise RuntimeError(f"{len(micro_batches)} micro-batches ended between optimizer steps")
         if self.ema is not None:
             self.ema.step(self.trainable)
-        return total
+        return total, norm
 
     @torch.no_grad()
     def validate(self, val_ds: EpisodeDataset) -> float:
@@ -691,7 +697,7 @@ class Trainer:
             pending.append(batch)
             if len(pending) < cfg.grad_accum:
                 continue
-            loss = self._optimizer_step(pending)
+            loss, grad_norm = self._optimizer_step(pending)
             samples += sum(len(b["instruction"]) for b in pending) * self.world
             pending = []
             self.step += 1
@@ -699,7 +705,15 @@ class Trainer:
                 elapsed = time.perf_counter() - tick
                 rate = samples / max(elapsed, 1e-9)
                 lrs = [g["lr"] for g in self.optimizer.param_groups]
-                self._log({"step": self.step, "loss": loss, "lr": lrs, "samples_per_s": rate})
+                self._log(
+                    {
+                        "step": self.step,
+                        "loss": loss,
+                        "grad_norm": grad_norm,
+                        "lr": lrs,
+                        "samples_per_s": rate,
+                    }
+                )
                 tick, samples = time.perf_counter(), 0
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}", lr=f"{lrs[0]:.2e}")
@@ -830,6 +844,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument(
+        "--max-grad-norm", type=float, default=d.max_grad_norm, help="gradient clipping (global L2 norm)"
+    )
+    p.add_argument(
         "--precision", default=d.precision, choices=PRECISIONS, help="bf16/fp16 autocast (fp16: CUDA)"
     )
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda[:i]")
@@ -906,7 +923,8 @@ def main(argv: list[str] | None = None) -> int:
             dataset=args.dataset, output=args.out, preset=args.preset, init=args.init, lora=args.lora,
             lora_variant=args.lora_variant, steps=args.steps, batch_size=args.batch_size,
             grad_accum=args.grad_accum, lr=args.lr, lr_lora=args.lr_lora, lr_base=args.lr_base,
-            warmup_steps=args.warmup_steps, precision=args.precision, device=args.device,
+            warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, precision=args.precision,
+            device=args.device,
             val_fraction=args.val_fraction, val_every=args.val_every, save_every=args.save_every,
             log_every=args.log_every, num_workers=args.num_workers, num_threads=args.num_threads,
             seed=args.seed, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,

@@ -176,3 +176,37 @@ def test_full_optimizer_state_through_torch_distributed_checkpoint_is_the_checkp
     for i, entries in saved.items():
         torch.testing.assert_close(restored[i]["exp_avg"], entries["exp_avg"], rtol=0, atol=0)
     assert sum(int((e["exp_avg"] != 0).sum()) for e in saved.values()) > 1000  # zeroed, then restored
+
+
+def test_the_committed_accelerate_configs_load_and_name_the_models_layers():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    from tinyvla_ros.vla.config import get_config
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    root = Path(tinyvla_ros.__file__).resolve().parents[1] / "config" / "accelerate"
+    single, multi, fsdp = (
+        load_config_from_file(str(root / f"{n}.yaml")) for n in ("single_gpu", "multi_gpu", "fsdp")
+    )
+    assert (single.distributed_type, single.num_processes) == (DistributedType.NO, 1)
+    assert (multi.distributed_type, multi.num_processes) == (DistributedType.MULTI_GPU, 8)
+    assert fsdp.distributed_type == DistributedType.FSDP and fsdp.fsdp_config["fsdp_version"] == 2
+    assert {c.mixed_precision for c in (single, multi, fsdp)} == {"bf16"}
+    with torch.device("meta"):
+        layers = {type(m).__name__ for m in TinyVLAPolicy(get_config("nano")).modules()}
+    wrapped = set(fsdp.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(","))
+    assert wrapped == {"GPTNeoXLayer", "CLIPEncoderLayer"} and wrapped <= layers
+    assert "accelerate launch" in (root / "slurm.sbatch").read_text()
+
+
+def test_a_launcher_precision_other_than_precision_is_refused(monkeypatch):
+    from tinyvla_ros.data.distributed import make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with pytest.raises(ValueError, match="pass --precision bf16"):
+        make_accelerator("fp32", "cpu", 1)
+    assert make_accelerator("bf16", "cpu", 2).mixed_precision == "bf16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what the launcher sets when not told
+    accelerator = make_accelerator("fp32", "cpu", 3)
+    assert accelerator.mixed_precision == "no" and accelerator.gradient_accumulation_steps == 3

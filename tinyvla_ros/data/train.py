@@ -24,7 +24,7 @@ batches; only the main process writes; checkpoints are unsharded and resume at a
 Output directory:
     train_config.json         the configuration, dataset and model description
     metrics.jsonl             one line per logged step (loss, gradient norm before clipping, lr,
-                              samples/s) and per validation
+                              samples/s, on CUDA the peak GPU memory) and per validation
     curves.png                training / validation loss and learning rate
     checkpoints/step_XXXXXXXX resumable checkpoints (weights, optimizer, scheduler; no pickle)
     final/                    merged (LoRA folded in), ready-to-deploy checkpoint + training.json
@@ -705,15 +705,11 @@ class Trainer:
                 elapsed = time.perf_counter() - tick
                 rate = samples / max(elapsed, 1e-9)
                 lrs = [g["lr"] for g in self.optimizer.param_groups]
-                self._log(
-                    {
-                        "step": self.step,
-                        "loss": loss,
-                        "grad_norm": grad_norm,
-                        "lr": lrs,
-                        "samples_per_s": rate,
-                    }
-                )
+                entry = {"step": self.step, "loss": loss, "grad_norm": grad_norm, "lr": lrs}
+                entry["samples_per_s"] = rate
+                if self.device.type == "cuda":  # this process's peak (README: memory per GPU)
+                    entry["gpu_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+                self._log(entry)
                 tick, samples = time.perf_counter(), 0
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}", lr=f"{lrs[0]:.2e}")

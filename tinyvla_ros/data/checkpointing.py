@@ -5,6 +5,8 @@ model.safetensors with LoRA adapters while unmerged, stats.json, tokenizer) plus
     optimizer.safetensors   every tensor of ``optimizer.state_dict()["state"]`` as ``state.<i>.<key>``
     trainer_state.json      step, the optimizer's param_groups and non-tensor state entries,
                             the LR scheduler's state, the fp16 grad scaler's state, metrics so far
+Weights and optimizer state are whole (a multi-process run gathers FSDP shards and its main process
+writes them), so a checkpoint resumes at any number of processes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +50,11 @@ def _restore(value: Any) -> Any:
     return value
 
 
-def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """optimizer.state_dict() -> (tensors for safetensors, JSON-safe rest)."""
-    sd = optimizer.state_dict()
+def optimizer_to_files(
+    optimizer: torch.optim.Optimizer | dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """optimizer.state_dict() (or that dict itself) -> (tensors for safetensors, JSON-safe rest)."""
+    sd = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, entries in sd["state"].items():
@@ -80,16 +85,22 @@ def save_training_state(
     scaler: Any,
     step: int,
     extra: dict[str, Any],
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete, resumable training checkpoint to ``directory`` (replaced atomically)."""
+    """Write a complete, resumable training checkpoint to ``directory`` (replaced atomically).
+
+    model_state / optimizer_state: the full (unsharded) weights and optimizer state dict to write
+    instead of ``policy.state_dict()`` / ``optimizer.state_dict()`` (FSDP gathers them first).
+    """
     from safetensors.torch import save_file
 
     final = Path(directory)
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    policy.save_pretrained(tmp)
-    tensors, rest = optimizer_to_files(optimizer)
+    policy.save_pretrained(tmp, state_dict=model_state)
+    tensors, rest = optimizer_to_files(optimizer if optimizer_state is None else optimizer_state)
     save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": FORMAT})
     state = {
         "format": FORMAT,
@@ -106,10 +117,8 @@ def save_training_state(
     return final
 
 
-def load_training_state(
-    directory: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any
-) -> dict:
-    """Restore optimizer / scheduler / scaler from a checkpoint; returns trainer_state.json's dict."""
+def read_training_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trainer_state.json's dict, the optimizer state dict) of a checkpoint, loaded on the CPU."""
     from safetensors.torch import load_file
 
     path = Path(directory)
@@ -120,13 +129,28 @@ def load_training_state(
     if state.get("format") != FORMAT:
         raise ValueError(f"{state_path}: format {state.get('format')!r}, expected {FORMAT!r}")
     tensors = load_file(str(path / OPTIMIZER_FILE), device="cpu")
-    sd = optimizer_from_files(tensors, state["optimizer"])
+    return state, optimizer_from_files(tensors, state["optimizer"])
+
+
+def load_training_state(
+    directory: str | Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    load_optimizer: Callable[[dict[str, Any]], None] | None = None,
+) -> dict:
+    """Restore optimizer / scheduler / scaler from a checkpoint; returns trainer_state.json's dict.
+
+    load_optimizer: loads the (full) optimizer state dict instead of ``optimizer.load_state_dict``
+    (FSDP shards it onto the ranks)."""
+    path = Path(directory)
+    state, sd = read_training_state(path)
     if len(sd["param_groups"]) != len(optimizer.param_groups):
         raise ValueError(
             f"{path}: checkpoint has {len(sd['param_groups'])} parameter groups, the optimizer "
             f"{len(optimizer.param_groups)} (LoRA on in one, off in the other?)"
         )
-    optimizer.load_state_dict(sd)
+    (optimizer.load_state_dict if load_optimizer is None else load_optimizer)(sd)
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(_restore(state["scheduler"]))
     if scaler is not None and state.get("scaler") is not None:

@@ -82,10 +82,16 @@ def episode_features(policy: Any, episode: EpisodeFile, crop_ratio: float, batch
 
 
 def build_cache(
-    policy: Any, dataset: str | Path, episodes: Sequence[int], crop_ratio: float, root: str | Path
+    policy: Any,
+    dataset: str | Path,
+    episodes: Sequence[int],
+    crop_ratio: float,
+    root: str | Path,
+    write: bool = True,
 ) -> dict[int, torch.Tensor]:
     """Feature maps of ``episodes`` ({episode: (L, N, C, h, w) float16}), read from ``root`` when a
-    matching cache is there, otherwise computed and written."""
+    matching cache is there, otherwise computed and written. ``write=False`` (the other processes
+    of a multi-process run, after the main one built it): read only, a missing file is an error."""
     from safetensors.torch import load_file, save_file
 
     root = Path(root)
@@ -96,6 +102,11 @@ def build_cache(
         raise ValueError(
             f"feature cache {root} was made for another tower, dataset or view ({manifest}); delete it"
         )
+    if not write:
+        missing = [e for e in episodes if not (root / f"episode_{e:06d}.safetensors").is_file()]
+        if missing or not manifest.is_file():
+            raise FileNotFoundError(f"feature cache {root} lacks episodes {missing} (or its manifest)")
+        return {e: load_file(str(root / f"episode_{e:06d}.safetensors"))["features"] for e in episodes}
     root.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(desc, indent=1) + "\n")
     policy.eval()

@@ -16,9 +16,15 @@ Reproducible by construction: micro-batch m of step k draws its samples, augment
 diffusion noise from seeds derived from (seed, k, m), so a run resumed from a checkpoint
 continues exactly as the uninterrupted run would.
 
+One process or many (Hugging Face accelerate, tinyvla_ros.data.distributed): the same command
+under ``accelerate launch`` trains on N GPUs / nodes (DDP) or sharded (FSDP2). ``--batch-size``
+is the global micro-batch, split between the processes, so every world size trains on the same
+batches; only the main process writes; checkpoints are unsharded and resume at any world size.
+
 Output directory:
     train_config.json         the configuration, dataset and model description
-    metrics.jsonl             one line per logged step (loss, lr, samples/s) and per validation
+    metrics.jsonl             one line per logged step (loss, gradient norm before clipping, lr,
+                              samples/s, on CUDA the peak GPU memory) and per validation
     curves.png                training / validation loss and learning rate
     checkpoints/step_XXXXXXXX resumable checkpoints (weights, optimizer, scheduler; no pickle)
     final/                    merged (LoRA folded in), ready-to-deploy checkpoint + training.json
@@ -252,11 +258,25 @@ def _derive(*parts: int) -> int:
 class StepBatches(torch.utils.data.Sampler):
     """Yields, for optimizer steps start..total-1 and micro-batches 0..accum-1, a list of
     (sample index, augmentation seed): samples drawn without replacement within a micro-batch,
-    everything derived from (seed, step, micro-batch)."""
+    everything derived from (seed, step, micro-batch).
+
+    rank / world: data-parallel sharding. ``batch_size`` is the global micro-batch; rank r yields
+    its rows [r b/W, (r+1) b/W) of it (same samples, same augmentation seeds), so the ranks'
+    batches put together are the batch of one process."""
 
     def __init__(
-        self, num_samples: int, batch_size: int, seed: int, start: int, total: int, accum: int
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        start: int,
+        total: int,
+        accum: int,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
+        from tinyvla_ros.data.distributed import shard
+
         self.n, self.b, self.seed, self.start, self.total, self.accum = (
             num_samples,
             batch_size,
@@ -265,6 +285,7 @@ class StepBatches(torch.utils.data.Sampler):
             total,
             accum,
         )
+        self.lo, self.hi = shard(batch_size, rank, world)
 
     def __len__(self) -> int:
         return (self.total - self.start) * self.accum
@@ -274,7 +295,7 @@ class StepBatches(torch.utils.data.Sampler):
             for micro in range(self.accum):
                 rng = np.random.default_rng(_derive(self.seed, step, micro))
                 idx = rng.choice(self.n, size=self.b, replace=self.n < self.b)
-                yield [(int(i), _derive(self.seed, step, micro, j, 7)) for j, i in enumerate(idx)]
+                yield [(int(idx[j]), _derive(self.seed, step, micro, j, 7)) for j in range(self.lo, self.hi)]
 
 
 class SeededDataset(torch.utils.data.Dataset):
@@ -292,13 +313,18 @@ class SeededDataset(torch.utils.data.Dataset):
         return self.base[i]
 
 
-def make_cached_loaders(cfg: TrainConfig, policy: Any, out: Path, start: int) -> tuple:
-    """make_loaders for a frozen tower: samples carry its cached feature maps (data/features.py)."""
+def make_cached_loaders(
+    cfg: TrainConfig, policy: Any, out: Path, start: int, rank: int = 0, world: int = 1, writer: bool = True
+) -> tuple:
+    """make_loaders for a frozen tower: samples carry its cached feature maps (data/features.py);
+    ``writer``: this process computes and writes the missing cache files (others only read)."""
     from tinyvla_ros.data.features import CACHE_DIR, CachedFeatureDataset, build_cache, collate_features
 
     info = load_info(cfg.dataset)
     train_eps, val_eps = split_episodes(len(info.episodes), cfg.val_fraction, cfg.seed)
-    cache = build_cache(policy, cfg.dataset, train_eps + val_eps, cfg.augment.crop_ratio, out / CACHE_DIR)
+    cache = build_cache(
+        policy, cfg.dataset, train_eps + val_eps, cfg.augment.crop_ratio, out / CACHE_DIR, write=writer
+    )
     chunk = policy.config.chunk_len
     aux = None
     if policy.config.aux_dim:  # sim-only object coordinates (data/aux_targets.py)
@@ -308,7 +334,9 @@ def make_cached_loaders(cfg: TrainConfig, policy: Any, out: Path, start: int) ->
     train_ds = CachedFeatureDataset(
         cfg.dataset, cache, train_eps, chunk, shift=cfg.feature_shift, seed=cfg.seed, aux=aux
     )
-    sampler = StepBatches(len(train_ds), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum)
+    sampler = StepBatches(
+        len(train_ds), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum, rank, world
+    )
     loader = torch.utils.data.DataLoader(
         SeededDataset(train_ds), batch_sampler=sampler, collate_fn=collate_features, num_workers=0
     )
@@ -316,13 +344,24 @@ def make_cached_loaders(cfg: TrainConfig, policy: Any, out: Path, start: int) ->
     return loader, val_ds, train_eps, val_eps
 
 
-def make_loaders(cfg: TrainConfig, image_size: int, chunk_len: int, camera_names, start: int) -> tuple:
-    """(train DataLoader from ``start``, validation dataset or None, train/val episode ids)."""
+def make_loaders(
+    cfg: TrainConfig,
+    image_size: int,
+    chunk_len: int,
+    camera_names,
+    start: int,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple:
+    """(train DataLoader from ``start`` (rank ``rank``'s share of each batch), validation dataset
+    or None, train/val episode ids)."""
     info = load_info(cfg.dataset)
     train_eps, val_eps = split_episodes(len(info.episodes), cfg.val_fraction, cfg.seed)
     sample = SampleConfig(tuple(camera_names), image_size, chunk_len, train=True, augment=cfg.augment)
     train_ds = EpisodeDataset(cfg.dataset, sample, train_eps, seed=cfg.seed)
-    sampler = StepBatches(len(train_ds), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum)
+    sampler = StepBatches(
+        len(train_ds), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum, rank, world
+    )
     loader = torch.utils.data.DataLoader(
         SeededDataset(train_ds),
         batch_sampler=sampler,
@@ -341,27 +380,44 @@ def make_loaders(cfg: TrainConfig, image_size: int, chunk_len: int, camera_names
 
 
 class Trainer:
-    """One training run (see the module docstring); ``run()`` returns the final checkpoint path."""
+    """One training run (see the module docstring); ``run()`` returns the final checkpoint path.
+
+    Runs in one process or in each process of a multi-process launch (accelerate launch,
+    torchrun): see tinyvla_ros.data.distributed for what happens where.
+    """
 
     def __init__(self, cfg: TrainConfig) -> None:
+        from tinyvla_ros.data.distributed import make_accelerator, shard
+
         self.cfg = cfg
         self.out = Path(cfg.output)
-        self.device = resolve_device(cfg.device)
-        self.amp = autocast_dtype(cfg.precision, self.device)
+        self.amp = autocast_dtype(cfg.precision, resolve_device(cfg.device))  # checks both names
+        self.accelerator = make_accelerator(cfg.precision, cfg.device, cfg.grad_accum)
+        acc = self.accelerator
+        self.device = acc.device
+        self.rank, self.world = acc.process_index, acc.num_processes
+        self.is_main = acc.is_main_process
+        self.rows = shard(cfg.batch_size, self.rank, self.world)  # this rank's rows of each batch
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         self.info = load_info(cfg.dataset)
         self.stats = load_stats(cfg.dataset)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.policy = build_policy(cfg, self.info, normalizer_from_stats(self.stats)).to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self.policy, cfg), betas=(0.9, 0.98), eps=1e-7, weight_decay=cfg.weight_decay
+            policy = build_policy(cfg, self.info, normalizer_from_stats(self.stats)).to(self.device)
+        if self.world > 1:  # each rank its own (reproducible) dropout stream
+            torch.manual_seed(_derive(cfg.seed, self.rank, 13))
+        optimizer = torch.optim.AdamW(
+            param_groups(policy, cfg), betas=(0.9, 0.98), eps=1e-7, weight_decay=cfg.weight_decay
         )
+        # the schedule steps once per optimizer step; accelerate's wrapper would step it once per
+        # process, so it stays a plain LambdaLR on the (same) optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+            optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
         )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.model, self.optimizer = acc.prepare(policy, optimizer)
+        self.policy = acc.unwrap_model(self.model)
+        self.scaler = acc.scaler  # fp16 on CUDA only, else None
         # the weights the optimizer trains (fixed from here on): what the EMA averages
         self.trainable = [p for p in self.policy.parameters() if p.requires_grad]
         self.ema = self._make_ema() if cfg.ema else None
@@ -392,16 +448,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ bookkeeping
     def _prepare_output(self) -> None:
+        acc = self.accelerator
         ckpt = latest_checkpoint(self.out / "checkpoints") if self.cfg.resume else None
         if ckpt is None and (self.out / "train_config.json").exists() and not self.cfg.resume:
             raise ValueError(
                 f"output {str(self.out)!r} already holds a run: pass --resume or choose a new directory"
             )
-        self.out.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()  # every rank has looked before the main one writes
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         if ckpt is not None:
             self._resume(ckpt)
-        else:
+        elif self.is_main:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
+        if not self.is_main:
+            return
         description = {
             "train": self.cfg.to_dict(),
             "model": self.policy.config.to_dict(),
@@ -411,18 +472,44 @@ class Trainer:
                 "steps": self.info.total_steps,
                 "fps": self.info.fps,
             },
+            "distributed": {
+                "processes": self.world,
+                "type": str(acc.distributed_type).rsplit(".", 1)[-1],
+                "global_batch": self.cfg.batch_size * self.cfg.grad_accum,
+                "per_process_batch": self.rows[1] - self.rows[0],
+                "mixed_precision": acc.mixed_precision,
+            },
         }
         (self.out / "train_config.json").write_text(json.dumps(description, indent=1, default=str) + "\n")
+        if self.world > 1:
+            print(
+                f"training on {self.world} processes ({description['distributed']['type']}): "
+                f"{self.rows[1] - self.rows[0]} samples each per micro-batch of {self.cfg.batch_size}",
+                file=sys.stderr,
+            )
 
     def _resume(self, ckpt: Path) -> None:
         from safetensors.torch import load_file
 
+        from tinyvla_ros.data.distributed import load_full_model_state, load_full_optimizer_state
+
+        acc = self.accelerator
         state = load_file(str(ckpt / "model.safetensors"), device="cpu")
-        self.policy.load_state_dict(state, strict=True)
-        trainer_state = load_training_state(ckpt, self.optimizer, self.scheduler, self.scaler)
+        load_full_model_state(acc, self.model, self.policy, state)
+        trainer_state = load_training_state(
+            ckpt,
+            self.optimizer.optimizer,
+            self.scheduler,
+            self.scaler,
+            load_optimizer=lambda sd: load_full_optimizer_state(
+                acc, self.model, self.optimizer, self.policy, sd
+            ),
+        )
         self.step = int(trainer_state["step"])
         if self.ema is not None:
             self._load_ema(ckpt, trainer_state)
+        if not self.is_main:
+            return
         self.metrics = [m for m in self._read_metrics() if m["step"] <= self.step]
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
         (self.out / "metrics.jsonl").write_text(lines)  # drop what was logged after the checkpoint
@@ -430,6 +517,8 @@ class Trainer:
 
     def _load_ema(self, ckpt: Path, trainer_state: dict[str, Any]) -> None:
         from safetensors.torch import load_file
+
+        from tinyvla_ros.data.distributed import copy_full_into
 
         path = ckpt / EMA_FILE
         if not path.is_file() or "ema_step" not in trainer_state:
@@ -439,9 +528,8 @@ class Trainer:
             raise ValueError(
                 f"{path}: {len(shadow)} EMA tensors, the model trains {len(self.ema.shadow_params)}"
             )
-        with torch.no_grad():
-            for i, tensor in enumerate(self.ema.shadow_params):
-                tensor.copy_(shadow[f"shadow.{i}"])
+        for i, tensor in enumerate(self.ema.shadow_params):
+            copy_full_into(tensor, shadow[f"shadow.{i}"])
         self.ema.optimization_step = int(trainer_state["ema_step"])
 
     def _read_metrics(self) -> list[dict[str, Any]]:
@@ -451,73 +539,109 @@ class Trainer:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def _log(self, entry: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         self.metrics.append(entry)
         with (self.out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def _save(self) -> None:
+        """A training checkpoint: gathered on every rank (FSDP), written by the main process."""
+        from tinyvla_ros.data.distributed import full_model_state, full_optimizer_state, gathered
+
+        acc = self.accelerator
+        model_state = full_model_state(acc, self.model, self.policy)
+        optimizer_state = full_optimizer_state(acc, self.model, self.optimizer, self.policy)
+        shadow = list(gathered(self.ema.shadow_params)) if self.ema is not None else []
+        if not self.is_main:
+            return
         root = self.out / "checkpoints"
-        extra: dict[str, Any] = {"seed": self.cfg.seed}
+        extra: dict[str, Any] = {"seed": self.cfg.seed, "processes": self.world}
         if self.ema is not None:
             extra["ema_step"] = int(self.ema.optimization_step)
         path = save_training_state(
             root / f"step_{self.step:08d}",
             self.policy,
-            self.optimizer,
+            self.optimizer.optimizer,
             self.scheduler,
             self.scaler,
             self.step,
             extra,
+            model_state=model_state,
+            optimizer_state=optimizer_state,
         )
         if self.ema is not None:
             from safetensors.torch import save_file
 
-            shadow = {
-                f"shadow.{i}": t.detach().cpu().contiguous() for i, t in enumerate(self.ema.shadow_params)
-            }
-            save_file(shadow, str(path / EMA_FILE))
+            save_file({f"shadow.{i}": t.contiguous() for i, t in enumerate(shadow)}, str(path / EMA_FILE))
         done = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
         for old in done[: max(0, len(done) - max(1, self.cfg.keep_checkpoints))]:
             shutil.rmtree(old)
 
     # ------------------------------------------------------------------ steps
-    def _forward(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
-        if self.amp is None:
-            return self.policy(batch, generator=generator)
-        with torch.autocast(device_type=self.device.type, dtype=self.amp):
-            return self.policy(batch, generator=generator)
-
     def _generator(self, *parts: int) -> torch.Generator:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(_derive(self.cfg.seed, *parts))
         return gen
 
-    def _optimizer_step(self, micro_batches: list[dict[str, Any]]) -> float:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss."""
-        self.policy.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+    def _micro_loss(
+        self, batch: dict[str, Any], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this rank's loss to backpropagate, its share of the global batch's loss) for one
+        micro-batch: the global batch's diffusion noise drawn from ``generator`` and this rank's
+        rows taken, the loss sums divided by the global batch's counts (an all-reduce), times the
+        world size (DDP / FSDP average the gradients over the ranks)."""
+        noise, steps = self.policy.training_noise(self.cfg.batch_size, generator)
+        lo, hi = self.rows
+        batch = {**batch, "noise": noise[lo:hi], "timesteps": steps[lo:hi]}
+        terms = self.model(batch, return_terms=True)
+        names = sorted(k for k in terms if k.endswith("_count"))
+        counts = torch.stack([terms[k].detach().float() for k in names])
+        counts = dict(zip(names, self.accelerator.reduce(counts, "sum"), strict=True))
+        share = self.policy.loss_from_terms(terms, counts)
+        return share * self.world, share.detach()
+
+    def _optimizer_step(self, micro_batches: list[dict[str, Any]]) -> tuple[float, float]:
+        """One optimizer step over ``grad_accum`` micro-batches (accelerate's ``accumulate``: the
+        gradients are all-reduced on the last one only); returns the global batch's mean loss and
+        the gradient norm before clipping."""
+        from tinyvla_ros.data.distributed import full_tensor
+
+        acc = self.accelerator
+        self.model.train()
+        total, norm = 0.0, math.nan
         for m, batch in enumerate(micro_batches):
-            loss = self._forward(batch, self._generator(self.step, m, 11)) / len(micro_batches)
-            self.scaler.scale(loss).backward()
-            total += float(loss.detach())
-        if not math.isfinite(total):
-            raise FloatingPointError(
-                f"training loss became {total} at step {self.step}: lower the learning rate"
-            )
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+            with acc.accumulate(self.model):
+                loss, share = self._micro_loss(batch, self._generator(self.step, m, 11))
+                acc.backward(loss)  # divides by grad_accum
+                total += float(share / len(micro_batches))
+                if not acc.sync_gradients:
+                    continue
+                if self.world > 1:
+                    total = float(
+                        acc.reduce(torch.tensor([total], dtype=torch.float64, device=self.device), "sum")[0]
+                    )
+                if not math.isfinite(total):
+                    raise FloatingPointError(
+                        f"training loss became {total} at step {self.step}: lower the learning rate"
+                    )
+                norm = float(
+                    full_tensor(acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
+                )
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        if not acc.sync_gradients:
+            raise RuntimeError(f"{len(micro_batches)} micro-batches ended between optimizer steps")
         if self.ema is not None:
             self.ema.step(self.trainable)
-        return total
+        return total, norm
 
     @torch.no_grad()
     def validate(self, val_ds: EpisodeDataset) -> float:
-        """Mean loss over the first ``val_batches`` batches of the validation episodes (fixed noise)."""
-        self.policy.eval()
+        """Mean loss over the first ``val_batches`` batches of the validation episodes (fixed noise);
+        every rank evaluates all of them (identically: the same result on every rank)."""
+        self.model.eval()
         b = self.cfg.batch_size
         count = min(len(val_ds), self.cfg.val_batches * b)
         picks = np.linspace(0, len(val_ds) - 1, count).round().astype(int)  # spread over the episodes
@@ -525,14 +649,15 @@ class Trainer:
         with self._ema_weights():
             for k in range(0, count, b):
                 batch = self.collate([val_ds[int(i)] for i in picks[k : k + b]])
-                losses.append(float(self._forward(batch, self._generator(10_000_019, k))))
-        self.policy.train()
+                losses.append(float(self.model(batch, generator=self._generator(10_000_019, k))))
+        self.model.train()
         return float(np.mean(losses))
 
     def run(self) -> Path:
         """Train to ``steps`` (or ``stop_after``: save and return the training checkpoint, to be
         continued with ``resume``); returns the final merged checkpoint directory."""
         cfg = self.cfg
+        acc = self.accelerator
         self._prepare_output()
         config = self.policy.config
         if config.aux_dim and not (config.vision.frozen and cfg.cache_features):
@@ -540,16 +665,29 @@ class Trainer:
                 "--aux-objects needs a frozen tower with cached features (e.g. --preset cpu-lite0)"
             )
         if config.vision.frozen and cfg.cache_features:
+            from tinyvla_ros.data.distributed import is_fsdp
             from tinyvla_ros.data.features import collate_features
 
+            if is_fsdp(acc):
+                raise ValueError("the feature cache (CPU presets) runs without FSDP: use DDP or one process")
+
             self.collate = collate_features
-            loader, val_ds, _, _ = make_cached_loaders(cfg, self.policy, self.out, self.step)
+            with acc.main_process_first():  # the main process computes the cache, the others read it
+                loader, val_ds, _, _ = make_cached_loaders(
+                    cfg, self.policy, self.out, self.step, self.rank, self.world, writer=self.is_main
+                )
         else:
             loader, val_ds, _, _ = make_loaders(
-                cfg, config.image_size, config.chunk_len, config.camera_names, self.step
+                cfg,
+                config.image_size,
+                config.chunk_len,
+                config.camera_names,
+                self.step,
+                self.rank,
+                self.world,
             )
         bar = None
-        if cfg.progress:
+        if cfg.progress and self.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
@@ -559,15 +697,19 @@ class Trainer:
             pending.append(batch)
             if len(pending) < cfg.grad_accum:
                 continue
-            loss = self._optimizer_step(pending)
-            samples += sum(len(b["instruction"]) for b in pending)
+            loss, grad_norm = self._optimizer_step(pending)
+            samples += sum(len(b["instruction"]) for b in pending) * self.world
             pending = []
             self.step += 1
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 elapsed = time.perf_counter() - tick
                 rate = samples / max(elapsed, 1e-9)
                 lrs = [g["lr"] for g in self.optimizer.param_groups]
-                self._log({"step": self.step, "loss": loss, "lr": lrs, "samples_per_s": rate})
+                entry = {"step": self.step, "loss": loss, "grad_norm": grad_norm, "lr": lrs}
+                entry["samples_per_s"] = rate
+                if self.device.type == "cuda":  # this process's peak (README: memory per GPU)
+                    entry["gpu_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+                self._log(entry)
                 tick, samples = time.perf_counter(), 0
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.1f}", lr=f"{lrs[0]:.2e}")
@@ -585,19 +727,44 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
-        plot_curves(self.metrics, self.out / "curves.png")
+        if self.is_main:
+            plot_curves(self.metrics, self.out / "curves.png")
         if self.step < cfg.steps:
+            acc.wait_for_everyone()
             return latest_checkpoint(self.out / "checkpoints")
-        return self.finish()
+        final = self.finish()
+        acc.wait_for_everyone()
+        return final
 
     def finish(self) -> Path:
-        """Merge LoRA (if any) into a copy of the weights and write ``final/``."""
+        """Merge LoRA (if any) into a copy of the weights and write ``final/`` (main process; under
+        FSDP every rank first helps gather the weights)."""
+        from tinyvla_ros.data.distributed import gathered, is_fsdp
+
         final = self.out / "final"
+        policy = self.policy
+        if is_fsdp(self.accelerator):  # whole weights into an unsharded copy on the main process
+            from tinyvla_ros.data.distributed import full_model_state
+
+            state = full_model_state(self.accelerator, self.model, policy)
+            shadow = list(gathered(self.ema.shadow_params)) if self.ema is not None else []
+            if not self.is_main:
+                return final
+            with torch.random.fork_rng(devices=[]):
+                policy = build_policy(self.cfg, self.info, normalizer_from_stats(self.stats))
+            policy.load_state_dict(state, strict=True)
+            with torch.no_grad():
+                for param, value in zip(
+                    (p for p in policy.parameters() if p.requires_grad), shadow, strict=True
+                ):
+                    param.copy_(value)
+        else:
+            if not self.is_main:
+                return final
+            if self.ema is not None:  # deploy the averaged weights
+                self.ema.copy_to(self.trainable)
         if final.exists():
             shutil.rmtree(final)
-        policy = self.policy
-        if self.ema is not None:  # deploy the averaged weights
-            self.ema.copy_to(self.trainable)
         if policy.lora_applied:
             policy.merge_lora()
         policy.to("cpu").eval()
@@ -611,6 +778,7 @@ class Trainer:
             "fps": self.info.fps,
             "action_dt": 1.0 / self.info.fps,
             "ema": self.ema is not None,
+            "processes": self.world,
             "last_loss": next((m["loss"] for m in reversed(self.metrics) if "loss" in m), None),
             "last_val_loss": next((m["val_loss"] for m in reversed(self.metrics) if "val_loss" in m), None),
         }
@@ -671,6 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr-base", type=float, default=d.lr_base, help="projector + head learning rate with LoRA"
     )
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument(
+        "--max-grad-norm", type=float, default=d.max_grad_norm, help="gradient clipping (global L2 norm)"
+    )
     p.add_argument(
         "--precision", default=d.precision, choices=PRECISIONS, help="bf16/fp16 autocast (fp16: CUDA)"
     )
@@ -748,7 +919,8 @@ def main(argv: list[str] | None = None) -> int:
             dataset=args.dataset, output=args.out, preset=args.preset, init=args.init, lora=args.lora,
             lora_variant=args.lora_variant, steps=args.steps, batch_size=args.batch_size,
             grad_accum=args.grad_accum, lr=args.lr, lr_lora=args.lr_lora, lr_base=args.lr_base,
-            warmup_steps=args.warmup_steps, precision=args.precision, device=args.device,
+            warmup_steps=args.warmup_steps, max_grad_norm=args.max_grad_norm, precision=args.precision,
+            device=args.device,
             val_fraction=args.val_fraction, val_every=args.val_every, save_every=args.save_every,
             log_every=args.log_every, num_workers=args.num_workers, num_threads=args.num_threads,
             seed=args.seed, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
@@ -757,12 +929,15 @@ def main(argv: list[str] | None = None) -> int:
             cache_features=not args.no_feature_cache, feature_shift=args.feature_shift,
             aux_objects=args.aux_objects,
         )  # fmt: skip
-        final = Trainer(cfg).run()
+        trainer = Trainer(cfg)
+        final = trainer.run()
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:
         print(f"tinyvla-train: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    what = "ready-to-deploy checkpoint" if final.name == "final" else "stopped; resume from"
-    print(f"{what}: {final}")
+    if trainer.is_main:
+        what = "ready-to-deploy checkpoint" if final.name == "final" else "stopped; resume from"
+        print(f"{what}: {final}")
+    trainer.accelerator.end_training()  # a launched run: its process group closes here
     return 0
 
 

@@ -98,8 +98,9 @@ def read_checkpoint_config(directory: str | Path) -> tuple[TinyVLAConfig, bool]:
         raise ValueError(f"{cfg_path}: {exc}") from exc
 
 
-def save_policy(policy: Any, directory: str | Path) -> Path:
-    """Write ``policy`` (a TinyVLAPolicy) to ``directory`` (created if needed)."""
+def save_policy(policy: Any, directory: str | Path, state_dict: Mapping[str, Any] | None = None) -> Path:
+    """Write ``policy`` (a TinyVLAPolicy) to ``directory`` (created if needed). ``state_dict``:
+    the weights to write instead of ``policy.state_dict()`` (e.g. gathered from FSDP shards)."""
     _, save_file = _safetensors()
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,8 @@ def save_policy(policy: Any, directory: str | Path) -> Path:
             "cannot save a checkpoint without a tokenizer: the checkpoint must carry its tokenizer"
         )
     meta = {"format": FORMAT, "lora_applied": policy.lora_applied, **policy.config.to_dict()}
-    state = {k: v.detach().contiguous().cpu() for k, v in policy.state_dict().items()}
+    source = policy.state_dict() if state_dict is None else state_dict
+    state = {k: v.detach().contiguous().cpu() for k, v in source.items()}
     # One metadata entry only: safetensors writes its metadata map in hash order, so several
     # entries would make identical weights give different bytes from run to run.
     save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "pt"})

@@ -6,7 +6,8 @@ The user downloads the checkpoint on their own machine; this loader reads it off
                    "mm_projector": {"mm_projector_type", "mm_hidden_size", "hidden_size"}}
     weights       model.safetensors (or sharded *.safetensors + index), else pytorch_model*.bin
                   read with torch.load(weights_only=True) (no code is unpickled)
-    tokenizer     tokenizer.json (the Pythia tokenizer), stored again with every checkpoint we save
+    tokenizer     tokenizer.json (the Pythia tokenizer), stored again with every checkpoint we save;
+                  its files name no pad token: the unk token pads, the official choice (logged)
 Key mapping (transformers 4.x names -> ours):
     gpt_neox.embed_in / layers / final_layer_norm   -> backbone.llm.*
     gpt_neox.vision_tower.vision_model.*            -> backbone.vision.*   (no ``vision_model.``)
@@ -29,7 +30,7 @@ import torch
 from tinyvla_ros.vla.checkpoint import CheckpointMismatchError, skip_weight_init
 from tinyvla_ros.vla.config import LLMConfig, TinyVLAConfig, VisionConfig
 from tinyvla_ros.vla.normalize import Normalizer
-from tinyvla_ros.vla.tokenizer import load_tokenizer
+from tinyvla_ros.vla.tokenizer import ensure_pad_token, load_tokenizer
 
 LLM_PREFIX = "gpt_neox."
 VISION_PREFIX = "gpt_neox.vision_tower.vision_model."
@@ -170,7 +171,9 @@ def load_llava_pythia(
     hf = read_hf_config(path)
     config = config_from_llava_pythia(hf, **overrides)
     if tokenizer is None:
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path)  # no pad token named (as downloaded): the unk token pads
+    else:
+        tokenizer = ensure_pad_token(tokenizer, where=str(path))
     mapped = map_llava_pythia_keys(_load_tensors(path))
     with skip_weight_init():  # the backbone is overwritten below; only the head needs a random init
         policy = TinyVLAPolicy(config, tokenizer=tokenizer, normalizer=normalizer)

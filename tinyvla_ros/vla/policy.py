@@ -330,11 +330,32 @@ class TinyVLAPolicy(nn.Module):
             raise ValueError(f"float images must lie in [0, 1] (RGB / 255), got values in [{low}, {high}]")
         return images
 
-    def forward(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+    def training_noise(
+        self, b: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """DDPM noise (b, T, Da) float32 and diffusion steps (b,) long for b training samples, drawn
+        from ``generator`` (on the model's device) in the order ``forward`` draws them."""
+        c, dev = self.config, self.device
+        noise = torch.randn((b, c.chunk_len, c.action_dim), generator=generator, device=dev)
+        steps = torch.randint(0, c.num_train_steps, (b,), generator=generator, device=dev)
+        return noise, steps
+
+    def forward(
+        self,
+        batch: Mapping[str, Any],
+        generator: torch.Generator | None = None,
+        return_terms: bool = False,
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
         """Scalar training loss. batch: images (B, N, 3, S, S) uint8 or [0, 1] float (or features
         (B, N, C, h, w): a frozen tower's cached feature maps), instruction list[str] or input_ids/attention_mask (B, L), state (B, Ds), actions (B, T, Da) robot units, optional
-        action_pad (B, T) bool (True past the episode end: excluded from the loss).
+        action_pad (B, T) bool (True past the episode end: excluded from the loss), optional
+        noise (B, T, Da) and timesteps (B,) (this batch's rows of ``training_noise`` for a larger
+        batch: how data-parallel ranks share one global batch's noise).
         generator: optional torch.Generator (on the model's device) for noise and timesteps.
+        return_terms: instead of the loss, its sums and counts ({"mse_sum", "mse_count"} and, with
+        the auxiliary loss, {"aux_sum", "aux_count"}): data-parallel training divides the sums by
+        the counts of the global batch (loss_from_terms), so the loss does not depend on how the
+        batch was split.
         """
         b = self._check_batch(batch)
         norm = self._require_normalizer()
@@ -348,22 +369,55 @@ class TinyVLAPolicy(nn.Module):
             pixels = self._unit_images(batch["images"].to(dev))
             condition = self.encode_observation(pixels, ids, mask, state)
         ddpm, _ = self.schedulers
-        noise = torch.randn(target.shape, generator=generator, device=dev)
-        steps = torch.randint(0, self.config.num_train_steps, (b,), generator=generator, device=dev)
+        if "noise" in batch:
+            noise = batch["noise"].to(dev, torch.float32)
+            steps = batch["timesteps"].to(dev, torch.long)
+            if tuple(noise.shape) != tuple(target.shape) or tuple(steps.shape) != (b,):
+                raise ValueError(
+                    f"batch noise {tuple(noise.shape)} / timesteps {tuple(steps.shape)} must be "
+                    f"{tuple(target.shape)} / {(b,)}"
+                )
+        else:
+            noise, steps = self.training_noise(b, generator)
         noisy = ddpm.add_noise(target, noise, steps)
         eps = self.denoise(noisy, steps, condition).float()
+        aux = self.config.aux_dim and self.config.aux_weight and "aux" in batch
+        if return_terms:
+            terms = masked_mse_terms(eps, noise, batch.get("action_pad"))
+            if aux:
+                terms.update(self.aux_terms(condition, batch["aux"], batch["aux_mask"]))
+            return terms
         loss = masked_mse(eps, noise, batch.get("action_pad"))
-        if self.config.aux_dim and self.config.aux_weight and "aux" in batch:
+        if aux:
             loss = loss + self.config.aux_weight * self.aux_loss(condition, batch["aux"], batch["aux_mask"])
+        return loss
+
+    def loss_from_terms(
+        self, terms: Mapping[str, torch.Tensor], counts: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The loss of ``forward`` from its ``return_terms`` sums and the ``counts`` to divide them
+        by (this batch's, or a global batch's summed over data-parallel ranks)."""
+        if float(counts["mse_count"]) == 0.0:
+            raise ValueError("every step of the batch is padding (action_pad all True): nothing to learn")
+        loss = terms["mse_sum"] / counts["mse_count"]
+        if "aux_sum" in terms:
+            loss = loss + self.config.aux_weight * (terms["aux_sum"] / counts["aux_count"].clamp_min(1.0))
         return loss
 
     def aux_loss(self, condition: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Sim-only auxiliary loss: MSE of the Linear readout of ``condition`` (B, C) against the
         object coordinates ``target`` (B, aux_dim), over the samples where ``mask`` (B,) is True."""
+        terms = self.aux_terms(condition, target, mask)
+        return terms["aux_sum"] / terms["aux_count"].clamp_min(1.0)
+
+    def aux_terms(
+        self, condition: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """aux_loss as {"aux_sum": squared errors summed, "aux_count": their number} (float32)."""
         pred = self.head.aux(condition).float()  # (B, aux_dim)
         weight = mask.to(pred.device, pred.dtype).unsqueeze(-1)  # (B, 1)
         sq = (pred - target.to(pred.device, pred.dtype)) ** 2 * weight
-        return sq.sum() / (weight.sum() * pred.shape[-1]).clamp_min(1.0)
+        return {"aux_sum": sq.sum(), "aux_count": (weight.sum() * pred.shape[-1]).detach()}
 
     # ------------------------------------------------------------------ inference
     @contextlib.contextmanager
@@ -489,9 +543,10 @@ class TinyVLAPolicy(nn.Module):
         }
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json, model.safetensors, stats.json and tokenizer files to ``directory``."""
-        return save_policy(self, directory)
+    def save_pretrained(self, directory: str | Path, state_dict: Mapping[str, Any] | None = None) -> Path:
+        """Write config.json, model.safetensors, stats.json and tokenizer files to ``directory``
+        (``state_dict``: weights to write instead of this model's own, same keys)."""
+        return save_policy(self, directory, state_dict=state_dict)
 
     @classmethod
     def from_pretrained(
@@ -500,6 +555,17 @@ class TinyVLAPolicy(nn.Module):
         """Load a checkpoint written by save_pretrained. ``expected`` ({"action_dim", "state_dim",
         "camera_names", ...}: what the robot needs) raises CheckpointMismatchError on a mismatch."""
         return load_policy(cls, directory, map_location=map_location, expected=expected)
+
+
+def masked_mse_terms(
+    pred: torch.Tensor, target: torch.Tensor, action_pad: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """masked_mse as {"mse_sum": squared errors over steps not padded, "mse_count": their number}."""
+    sq = (pred - target) ** 2  # (B, T, Da)
+    if action_pad is None:
+        return {"mse_sum": sq.sum(), "mse_count": torch.tensor(float(sq.numel()), device=sq.device)}
+    valid = (~action_pad.to(device=sq.device, dtype=torch.bool)).unsqueeze(-1).to(sq.dtype)  # (B, T, 1)
+    return {"mse_sum": (sq * valid).sum(), "mse_count": (valid.sum() * sq.shape[-1]).detach()}
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, action_pad: torch.Tensor | None) -> torch.Tensor:

@@ -14,6 +14,7 @@ there). The placeholder position is the same for every instruction (``image_posi
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 import torch
 
 from tinyvla_ros.vla.config import IMAGE_PLACEHOLDER
+
+logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN_INDEX = -200
 EOS_TOKEN = "<|endoftext|>"
@@ -103,10 +106,36 @@ def load_tokenizer(path: str | Path) -> Any:
             f"no tokenizer.json in {path}: a checkpoint must carry its tokenizer (fast tokenizer file)"
         )
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
-    if tokenizer.pad_token_id is None:
-        # Pythia's tokenizer has '<|padding|>' (id 1) but older configs name no pad token.
-        pad = PAD_TOKEN if PAD_TOKEN in tokenizer.get_vocab() else tokenizer.eos_token
-        tokenizer.pad_token = pad
+    return ensure_pad_token(tokenizer, where=str(path))
+
+
+def ensure_pad_token(tokenizer: Any, where: str = "the tokenizer") -> Any:
+    """Give a tokenizer that names no pad token one (in place; returned), and say so in the log.
+
+    A Llava-Pythia directory as downloaded carries the Pythia tokenizer files, which name bos,
+    eos and unk (all ``<|endoftext|>``) but no pad token. The official TinyVLA / LLaVA training
+    sets ``tokenizer.pad_token = tokenizer.unk_token``: that is the choice here. Without an unk
+    token, ``<|padding|>`` (Pythia's id 1) if the vocabulary has it, else the eos token. Padding
+    positions are masked everywhere (attention, pooling), so the choice does not change outputs.
+    """
+    if tokenizer.pad_token_id is not None:
+        return tokenizer
+    if tokenizer.unk_token is not None:
+        pad, why = tokenizer.unk_token, "the unk token, as the official TinyVLA training does"
+    elif PAD_TOKEN in tokenizer.get_vocab():
+        pad, why = PAD_TOKEN, "Pythia's padding token (the tokenizer names no unk token)"
+    elif tokenizer.eos_token is not None:
+        pad, why = tokenizer.eos_token, "the eos token (the tokenizer names no unk token)"
+    else:
+        raise ValueError(f"{where}: the tokenizer names no pad, unk or eos token to pad prompts with")
+    tokenizer.pad_token = pad
+    logger.warning(
+        "%s: the tokenizer names no pad token; padding with %r (id %d), %s",
+        where,
+        pad,
+        tokenizer.pad_token_id,
+        why,
+    )
     return tokenizer
 
 

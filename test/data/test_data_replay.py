@@ -109,7 +109,11 @@ def test_camera_gap_stops_chunks_and_the_executor_holds(ros, demo_bags, checkpoi
     ros.listener.set_parameters([rclpy.parameter.Parameter("use_sim_time", value=True)])
     # the random-init checkpoint's chunks go far outside the FR3 limits: this test is about camera
     # gaps, so the executor clamps them (safety filter) instead of refusing them as bad commands
-    lenient = {"faults__chunk_limit_tolerance": 10.0, "faults__max_chunk_speed_factor": 0.0}
+    lenient = {
+        "faults__chunk_limit_tolerance": 10.0,
+        "faults__max_chunk_speed_factor": 0.0,
+        "faults__max_start_distance": 0.0,
+    }
     executor = ExecutorNode(
         context=ros.context,
         parameter_overrides=node_parameters(

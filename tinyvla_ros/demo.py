@@ -53,6 +53,9 @@ class DemoConfig:
     out: str = "demo_out"
     image_width: int = 0  # 0: the params file's fake cameras
     image_height: int = 0
+    # s: the executor's faults.max_observation_age for this run (0: the params file's 0.18 s, which
+    # a robot's computer meets; on a 2-core CPU, camera -> chunk alone is ~0.1 s and the arm stutters)
+    observation_deadline: float = 0.35
 
     def __post_init__(self) -> None:
         if self.robot not in SETUPS:
@@ -63,6 +66,8 @@ class DemoConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed!r}")
         if self.time_mode not in ("realtime", "lockstep", "fast"):
             raise ValueError(f"time_mode must be realtime | lockstep | fast, got {self.time_mode!r}")
+        if not 0.0 <= self.observation_deadline <= 5.0:
+            raise ValueError(f"observation_deadline must be in [0, 5] s, got {self.observation_deadline!r}")
 
 
 # --- checkpoint -----------------------------------------------------------------------------
@@ -169,6 +174,8 @@ def graph_command(cfg: DemoConfig, checkpoint: str, instruction: str, task: str,
     argv += ["--startup-timeout", f"{STARTUP_TIMEOUT:g}"]
     for key, value in fake.items():
         argv += ["--set", f"tinyvla_fake_robot.{key}={value}"]
+    if cfg.observation_deadline > 0:
+        argv += ["--set", f"tinyvla_executor.faults.max_observation_age={cfg.observation_deadline:g}"]
     return argv
 
 
@@ -270,6 +277,11 @@ def summarize(
         "chunks_published": delta("tinyvla_policy", policy, "chunks_published"),
         "safety_clamps": delta("tinyvla_executor", executor, "safety_clamps_total"),
         "holds": holds,
+        "observation_deadline": (
+            f"{cfg.observation_deadline:g} s (demo on this CPU; the params file's 0.18 s is for a robot's computer)"
+            if cfg.observation_deadline > 0
+            else "the params file's faults.max_observation_age"
+        ),
         "ticks_hold": delta("tinyvla_executor", executor, "ticks_hold"),
         "ticks_run": delta("tinyvla_executor", executor, "ticks_run"),
         "limit_violations": monitor.limit_violations,
@@ -305,6 +317,7 @@ def format_summary(s: dict[str, Any]) -> str:
         ),
         ("safety clamps", str(s["safety_clamps"])),
         ("holds", f"{s['holds']} (hold ticks {s['ticks_hold']}, run ticks {s['ticks_run']})"),
+        ("observation deadline", s["observation_deadline"]),
         ("limit violations", f"{s['limit_violations']} commands outside the joint limits reached the robot"),
         (
             "sim",
@@ -486,6 +499,12 @@ def parse_args(argv: list[str] | None) -> DemoConfig:
     parser.add_argument("--seed", type=int, default=0, help="object placement seed")
     parser.add_argument("--time-mode", default="realtime", choices=("realtime", "lockstep", "fast"))
     parser.add_argument("--out", default="demo_out", help="output directory")
+    parser.add_argument(
+        "--observation-deadline",
+        type=float,
+        default=DemoConfig.observation_deadline,
+        help="executor faults.max_observation_age for the demo (s; 0: the params file's)",
+    )
     args = parser.parse_args(argv)
     return DemoConfig(
         robot=args.robot,
@@ -495,6 +514,7 @@ def parse_args(argv: list[str] | None) -> DemoConfig:
         seed=args.seed,
         time_mode=args.time_mode,
         out=args.out,
+        observation_deadline=args.observation_deadline,
     )
 
 

@@ -46,6 +46,11 @@ def test_graph_command_starts_the_sim_graph_with_actuation(tmp_path):
     for part in ("--use-sim true", "--use-sim-time true", "--enable-actuation true", "--duration 12"):
         assert part in joined
     assert "tinyvla_fake_robot.task=lift_box" in argv and "tinyvla_fake_robot.time_mode=lockstep" in argv
+    assert "tinyvla_executor.faults.max_observation_age=0.35" in argv  # the CPU demo's deadline
+    shipped = demo.graph_command(demo.DemoConfig(observation_deadline=0.0), "/ck", "i", "t", tmp_path)
+    assert not any("max_observation_age" in a for a in shipped)  # 0: the params file's
+    with pytest.raises(ValueError, match="observation_deadline"):
+        demo.DemoConfig(observation_deadline=-1.0)
 
 
 class Recorded:

@@ -175,7 +175,8 @@ class PolicyRunner:
         self._new_loop = lambda: ControlLoop(control, spec, checks)
         self.loop = self._new_loop()
         self.executor = self.loop.executor
-        joint_index = {n: i for i, n in enumerate(env.joint_names)}
+        self._joint_names = list(env.joint_names)  # read once: the tick runs at control_rate
+        joint_index = {n: i for i, n in enumerate(self._joint_names)}
         missing = [n for n in self.state_names if n not in joint_index]
         if missing:
             raise ValueError(f"state joints {missing} are not reported by the {env.setup} fake")
@@ -201,7 +202,7 @@ class PolicyRunner:
     def tick(self, now: float) -> Any:
         """One control period: the joint state in, the loop's TickResult applied to the fake."""
         env, loop = self.env, self.loop
-        loop.set_joint_state(list(env.joint_names), env.joint_positions(), now)
+        loop.set_joint_state(self._joint_names, env.joint_positions(), now)
         result = loop.tick(now, actuating=True)
         if result.mode == "idle":
             return result  # no command: the fake keeps its last targets, as a forward controller

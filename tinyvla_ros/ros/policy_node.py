@@ -14,8 +14,9 @@ fresh synchronised observation exists (every camera has a frame newer than the l
 sleeps until a frame arrives, never polls), at most ``inference_rate`` times per second. Frames
 older than ``max_start_age`` when the worker is free are replaced by the next synchronised
 observation if it comes within ``max_start_age`` (counted as ``late_start.replaced``), else used
-(``late_start.kept``): a fresh frame is not waited for longer than that, and never in vain. It runs the engine and publishes the chunk as trajectory_msgs/JointTrajectory on ``~/chunk`` with header.stamp = the
-observation's stamp, joint_names = action names, time_from_start = i * action_dt.
+(``late_start.kept``), so a late start costs at most ``max_start_age`` and never starves. The
+worker runs the engine and publishes the chunk as trajectory_msgs/JointTrajectory on ``~/chunk``
+with header.stamp = the observation's stamp, joint_names = action names, time_from_start = i * action_dt.
 
 Inpainting (``inpaint.enabled``; the executor in any mode, best ``execution_mode: inpaint``): the
 node keeps the executor's latest committed steps (``inpaint.committed_topic``, JointTrajectory:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -137,3 +138,33 @@ def test_aux_loss_trains_the_condition_on_object_positions(demo_dataset, tmp_pat
         _cfg(demo_dataset, tmp_path / "x", aux_objects=-1.0)
     with pytest.raises(ValueError, match="frozen tower"):
         Trainer(_cfg(demo_dataset, tmp_path / "y", aux_objects=1.0, preset="nano", overrides={})).run()
+
+
+def test_object_slots_feed_the_readout_to_the_head_and_the_simulator_positions_in_training(
+    demo_dataset, tmp_path
+):
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    overrides = {"image_size": 64, "object_slots": True, "object_slot_noise": 0.0}
+    final = Trainer(_cfg(demo_dataset, tmp_path / "s", aux_objects=1.0, ema=False, overrides=overrides)).run()
+    policy = TinyVLAPolicy.from_pretrained(final)
+    c = policy.config
+    assert c.object_slots and c.cond_dim == c.llm.hidden_size + c.aux_dim == c.llm.hidden_size + 10
+    base = torch.randn(3, c.llm.hidden_size)
+    with torch.no_grad():
+        cond = policy._with_slots(base)
+        assert torch.equal(cond[:, -10:], policy.head.aux(base)) and torch.equal(cond[:, :-10], base)
+    # training: the simulator's coordinates where the mask says the objects have not moved yet
+    cond.requires_grad_(True)
+    target, mask = torch.randn(3, 10), torch.tensor([True, False, True])
+    forced = policy._teacher_slots(cond, target, mask, None)
+    assert torch.equal(forced[0, -10:], target[0]) and torch.equal(forced[2, -10:], target[2])
+    assert torch.equal(forced[1], cond[1])
+    forced.sum().backward()  # the readout of the unmasked row is detached: no gradient reaches it
+    assert cond.grad[1, -10:].abs().sum() == 0 and cond.grad[:, :-10].abs().sum() > 0
+    # the auxiliary loss reads the slots themselves, not a second readout of them
+    assert (
+        float(policy.aux_loss(cond.detach(), cond.detach()[:, -10:], torch.ones(3, dtype=torch.bool))) == 0.0
+    )
+    with pytest.raises(ValueError, match="object_slots needs aux_dim"):
+        dataclasses.replace(c, aux_dim=0)

@@ -1,4 +1,5 @@
-"""Every engine runs the spatial condition (cpu-lite0: frozen EfficientNet-Lite0 + keypoints)."""
+"""Every engine runs the spatial condition (cpu-lite0: frozen EfficientNet-Lite0 + keypoints), with
+and without the object slots (the readout of object positions appended to the condition)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,24 @@ from tinyvla_ros.vla.export import MANIFEST_FILE, ExportConfig, export_checkpoin
 FRANKA_CAMERAS = ("zed_left", "zed_right")
 
 
-@pytest.fixture(scope="module")
-def lite0_ckpt(tmp_path_factory):
+SLOTS = {"aux_dim": 10, "aux_weight": 1.0, "object_slots": True}
+
+
+@pytest.fixture(scope="module", params=[{}, SLOTS], ids=["keypoints", "object_slots"])
+def lite0_ckpt(tmp_path_factory, request):
     from tinyvla_ros.vla.testing import make_tiny_checkpoint
 
     directory = make_tiny_checkpoint(
-        tmp_path_factory.mktemp("lite0") / "ckpt", FRANKA_CAMERAS, 8, 8, seed=4, preset="cpu-lite0"
+        tmp_path_factory.mktemp("lite0") / "ckpt",
+        FRANKA_CAMERAS,
+        8,
+        8,
+        seed=4,
+        preset="cpu-lite0",
+        **request.param,
     )
+    config = json.loads((directory / "config.json").read_text())
+    assert config.get("object_slots", False) == bool(request.param)
     export_checkpoint(directory, ExportConfig(graphs=("encoder", "denoiser", "denoise_step")))
     return directory
 

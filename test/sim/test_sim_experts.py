@@ -85,3 +85,24 @@ def test_min_jerk_and_phase_validation():
         Phase("bad", 0.0, lambda env, cmd: {})
     with pytest.raises(ValueError, match="grip"):
         Phase("bad", 1.0, lambda env, cmd: {}, {"fr3": 2.0})
+
+
+def test_swap_tasks_reuse_the_scene_and_name_another_cube(envs):
+    from tinyvla_ros.sim.tasks import task_names
+
+    env = envs["franka"]
+    assert "pick_green_cube" not in task_names("franka")  # evaluation only: not recorded by default
+    assert task_names("franka", swaps=True)[-2:] == ["pick_green_cube", "pick_blue_cube"]
+    env.reset("pick_red_cube", 101)
+    red_scene = {k: v for k, v in env.task_state().items() if k.endswith("_pos")}
+    env.reset("pick_green_cube", 101)
+    assert env.instruction == "pick up the green cube"
+    for key, value in env.task_state().items():
+        if key in red_scene:
+            np.testing.assert_allclose(value, red_scene[key], atol=1e-9, err_msg=key)
+    assert not env.success()
+    result = run_expert_episode(env, "pick_green_cube", 101)
+    assert result.success
+    green, _ = env.body_pose("green_cube")
+    red, _ = env.body_pose("red_cube")
+    assert green[2] > red[2] + 0.05  # the named cube is the one in the air

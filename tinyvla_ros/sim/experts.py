@@ -334,6 +334,8 @@ def _cube_in_bin() -> list[Phase]:
 
 _SCRIPTS: dict[str, Callable[[], list[Phase]]] = {
     "pick_red_cube": lambda: _franka_pick("red"),
+    "pick_green_cube": lambda: _franka_pick("green"),  # evaluation-only tasks (sim/tasks._SWAP_TASKS)
+    "pick_blue_cube": lambda: _franka_pick("blue"),
     "green_cube_in_bowl": lambda: _franka_place_in_bowl("green"),
     "close_drawer": _franka_close_drawer,
     "lift_box": _lift_box,

@@ -236,20 +236,27 @@ _TASKS: dict[str, tuple[Task, ...]] = {
     "franka": (PickCube("red"), CubeInBowl("green"), CloseDrawer()),
     "ur5_bimanual": (LiftBox(), HandoverCube(), CubeInBin()),
 }
+# Evaluation-only tasks: the same scenes with another object named (a policy trained on the tasks
+# above is asked, e.g., for the green cube: does it follow the words or the habit?). Not recorded
+# by default and not in task_names(); get_task and tinyvla-eval --tasks find them.
+_SWAP_TASKS: dict[str, tuple[Task, ...]] = {
+    "franka": (PickCube("green"), PickCube("blue")),
+    "ur5_bimanual": (),
+}
 
 
-def task_names(setup: str) -> list[str]:
-    """Task names of ``setup``."""
+def task_names(setup: str, swaps: bool = False) -> list[str]:
+    """Task names of ``setup`` (``swaps``: the evaluation-only tasks after them)."""
     if setup not in _TASKS:
         raise ValueError(f"unknown setup {setup!r}; setups: {tuple(_TASKS)}")
-    return [t.name for t in _TASKS[setup]]
+    return [t.name for t in _TASKS[setup] + (_SWAP_TASKS[setup] if swaps else ())]
 
 
 def get_task(setup: str, task: str) -> Task:
     """The task of ``setup`` named ``task`` (its name or its instruction)."""
     if setup not in _TASKS:
         raise ValueError(f"unknown setup {setup!r}; setups: {tuple(_TASKS)}")
-    for candidate in _TASKS[setup]:
+    for candidate in _TASKS[setup] + _SWAP_TASKS[setup]:
         if task in (candidate.name, candidate.instruction):
             return candidate
-    raise ValueError(f"unknown task {task!r} for setup {setup!r}; tasks: {task_names(setup)}")
+    raise ValueError(f"unknown task {task!r} for setup {setup!r}; tasks: {task_names(setup, swaps=True)}")

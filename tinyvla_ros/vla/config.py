@@ -280,6 +280,11 @@ class TinyVLAConfig:
     0 is the paper's pooled-only condition (the S/B/H presets and Llava-Pythia checkpoints).
     aux_dim, aux_weight: a sim-only auxiliary loss (data/aux_targets.py): a Linear from the condition
     to aux_dim object coordinates, its MSE added to the diffusion loss with aux_weight (0: none).
+    object_slots: the readout's aux_dim coordinates also enter the head: the condition becomes
+    (its C numbers, the readout of them), so the head reads object positions the images gave.
+    Training feeds the head the simulator's positions plus Gaussian noise of std
+    object_slot_noise (normalised units, 0.15 m each) on the steps that have them (teacher
+    forcing), the readout elsewhere; inference always the readout (sim-only supervision).
     timestep_spacing: DDIM's inference steps ("leading": diffusers' default, sampling starts at
     t = 90 of 100 with 10 steps; "trailing" starts at t = 99, the fully noised end).
     """
@@ -301,6 +306,8 @@ class TinyVLAConfig:
     timestep_spacing: str = "leading"
     aux_dim: int = 0
     aux_weight: float = 0.0
+    object_slots: bool = False
+    object_slot_noise: float = 0.1
     prompt_template: str = DEFAULT_PROMPT
     max_text_tokens: int = 64
     tokenizer: str = "external"
@@ -322,6 +329,11 @@ class TinyVLAConfig:
         _check_choice("config", "timestep_spacing", self.timestep_spacing, TIMESTEP_SPACINGS)
         _check_int("config", "aux_dim", self.aux_dim, 0)
         _check_float("config", "aux_weight", self.aux_weight, 0.0, 100.0)
+        if not isinstance(self.object_slots, bool):
+            raise ValueError(f"config.object_slots must be true or false, got {self.object_slots!r}")
+        _check_float("config", "object_slot_noise", self.object_slot_noise, 0.0, 10.0)
+        if self.object_slots and not self.aux_dim:
+            raise ValueError("config.object_slots needs aux_dim > 0 (the readout it feeds the head)")
         _check_choice("config", "tokenizer", self.tokenizer, TOKENIZERS)
         if not isinstance(self.projector_type, str) or not _PROJECTOR_RE.match(self.projector_type):
             raise ValueError(
@@ -427,8 +439,9 @@ class TinyVLAConfig:
 
     @property
     def cond_dim(self) -> int:
-        """Size of the condition vector handed to the head (= LLM hidden size)."""
-        return self.llm.hidden_size
+        """Size of the condition vector handed to the head: the LLM hidden size, plus aux_dim object
+        coordinates with object_slots."""
+        return self.llm.hidden_size + (self.aux_dim if self.object_slots else 0)
 
     # ----------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:

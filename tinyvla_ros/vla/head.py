@@ -218,6 +218,6 @@ class ActionHead(nn.Module):
             c.num_cameras,
             c.vision.feature_channels,
         )
-        self.unet = ConditionalUnet1D(c.action_dim, c.llm.hidden_size, c.head)
+        self.unet = ConditionalUnet1D(c.action_dim, c.cond_dim, c.head)  # object slots included
         if c.aux_dim:  # sim-only auxiliary readout (training): condition -> object coordinates
             self.aux = nn.Linear(c.llm.hidden_size, c.aux_dim)

@@ -203,7 +203,7 @@ class TinyVLAPolicy(nn.Module):
         hidden, token_mask, maps = self.backbone(
             pixel_values, input_ids, attention_mask, self._position(input_ids)
         )
-        return self.head.condition(hidden, token_mask, state_norm, maps)  # (B, C)
+        return self._with_slots(self.head.condition(hidden, token_mask, state_norm, maps))  # (B, C)
 
     def encode_features(
         self,
@@ -216,7 +216,13 @@ class TinyVLAPolicy(nn.Module):
         hidden, token_mask, maps = self.backbone(
             None, input_ids, attention_mask, self._position(input_ids), maps=maps
         )
-        return self.head.condition(hidden, token_mask, state_norm, maps)  # (B, C)
+        return self._with_slots(self.head.condition(hidden, token_mask, state_norm, maps))  # (B, C)
+
+    def _with_slots(self, condition: torch.Tensor) -> torch.Tensor:
+        """config.object_slots: (B, H) -> (B, H + aux_dim), the object readout appended; else as is."""
+        if not self.config.object_slots:
+            return condition
+        return torch.cat([condition, self.head.aux(condition)], dim=-1)
 
     def denoise(
         self, noisy_actions: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor
@@ -380,8 +386,11 @@ class TinyVLAPolicy(nn.Module):
         else:
             noise, steps = self.training_noise(b, generator)
         noisy = ddpm.add_noise(target, noise, steps)
-        eps = self.denoise(noisy, steps, condition).float()
         aux = self.config.aux_dim and self.config.aux_weight and "aux" in batch
+        head_condition = condition
+        if self.config.object_slots and "aux" in batch:
+            head_condition = self._teacher_slots(condition, batch["aux"], batch["aux_mask"], generator)
+        eps = self.denoise(noisy, steps, head_condition).float()
         if return_terms:
             terms = masked_mse_terms(eps, noise, batch.get("action_pad"))
             if aux:
@@ -414,10 +423,32 @@ class TinyVLAPolicy(nn.Module):
         self, condition: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """aux_loss as {"aux_sum": squared errors summed, "aux_count": their number} (float32)."""
-        pred = self.head.aux(condition).float()  # (B, aux_dim)
+        if self.config.object_slots:  # the condition ends with the readout (_with_slots)
+            pred = condition[:, -self.config.aux_dim :].float()
+        else:
+            pred = self.head.aux(condition).float()  # (B, aux_dim)
         weight = mask.to(pred.device, pred.dtype).unsqueeze(-1)  # (B, 1)
         sq = (pred - target.to(pred.device, pred.dtype)) ** 2 * weight
         return {"aux_sum": sq.sum(), "aux_count": (weight.sum() * pred.shape[-1]).detach()}
+
+    def _teacher_slots(
+        self,
+        condition: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """Training input of the head under config.object_slots: on the samples where ``mask`` (B,)
+        is True the slots hold the simulator's coordinates ``target`` (B, aux_dim) plus noise of std
+        object_slot_noise, elsewhere the readout, detached (the readout learns from the auxiliary
+        loss alone, the head learns to act on positions)."""
+        d = self.config.aux_dim
+        base, readout = condition[:, :-d], condition[:, -d:]
+        target = target.to(readout.device, torch.float32)
+        jitter = torch.randn(target.shape, generator=generator, device=target.device)
+        forced = (target + self.config.object_slot_noise * jitter).to(readout.dtype)
+        keep = mask.to(readout.device).bool().unsqueeze(-1)  # (B, 1)
+        return torch.cat([base, torch.where(keep, forced, readout.detach())], dim=-1)
 
     # ------------------------------------------------------------------ inference
     @contextlib.contextmanager

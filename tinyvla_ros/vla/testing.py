@@ -25,12 +25,14 @@ def make_tiny_checkpoint(
     state_std: Sequence[float] | None = None,
     action_names: Sequence[str] | None = None,
     chunk_len: int = 16,
+    **overrides: object,
 ) -> Path:
     """Write a random-init TinyVLA checkpoint (config, weights, stats, tokenizer) to ``directory``.
 
     Weights depend only on ``seed`` (the global RNG is left untouched). Actions default to
     [-1, 1] per dimension, states to mean 0 / std 1; every predicted action lies within
-    [action_low, action_high]. Returns the directory path.
+    [action_low, action_high]. ``overrides``: further config fields (e.g. object_slots=True).
+    Returns the directory path.
     """
     from tinyvla_ros.vla.policy import TinyVLAPolicy
 
@@ -41,6 +43,7 @@ def make_tiny_checkpoint(
         action_dim=action_dim,
         chunk_len=chunk_len,
         action_names=tuple(action_names) if action_names is not None else None,
+        **overrides,
     )
     normalizer = Normalizer(
         action_low=np.full(action_dim, -1.0) if action_low is None else action_low,

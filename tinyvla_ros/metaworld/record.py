@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,8 +223,3 @@ def record(
     }
     (out / RECORD_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     return info, records
-
-
-def task_names(tasks: Sequence[str] | None, groups: Sequence[str] | None) -> tuple[str, ...]:
-    """CLI helper: task names and/or difficulty groups -> the tasks, in the table's order."""
-    return tuple(select_tasks(tasks, groups))

@@ -168,3 +168,16 @@ def test_object_slots_feed_the_readout_to_the_head_and_the_simulator_positions_i
     )
     with pytest.raises(ValueError, match="object_slots needs aux_dim"):
         dataclasses.replace(c, aux_dim=0)
+
+
+def test_state_noise_is_seeded_changes_training_and_is_checked(demo_dataset, tmp_path):
+    def weights(name, **kw):
+        final = Trainer(_cfg(demo_dataset, tmp_path / name, ema=False, steps=2, **kw)).run()
+        return load_file(str(final / "model.safetensors"))
+
+    clean, noisy, again = weights("a"), weights("b", state_noise=0.5), weights("c", state_noise=0.5)
+    assert all(torch.equal(noisy[k], again[k]) for k in noisy)  # the same draws on a rerun
+    combine = "head.condition.combine.weight"
+    assert not torch.equal(clean[combine], noisy[combine])
+    with pytest.raises(ValueError, match="state_noise"):
+        _cfg(demo_dataset, tmp_path / "x", state_noise=-0.1)

@@ -98,6 +98,7 @@ class TrainConfig:
     feature_shift: int = 0
     ema: bool = False
     aux_objects: float = 0.0
+    state_noise: float = 0.0
     ema_power: float = 0.75
     ema_max_decay: float = 0.9999
 
@@ -121,6 +122,8 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.state_noise) and 0 <= self.state_noise <= 10):
+            raise ValueError(f"TrainConfig.state_noise must be in [0, 10], got {self.state_noise!r}")
         if not (math.isfinite(self.aux_objects) and 0 <= self.aux_objects <= 100):
             raise ValueError(f"TrainConfig.aux_objects must be in [0, 100], got {self.aux_objects!r}")
         if not (0 < self.ema_power <= 1 and 0 < self.ema_max_decay < 1):
@@ -594,6 +597,13 @@ class Trainer:
         noise, steps = self.policy.training_noise(self.cfg.batch_size, generator)
         lo, hi = self.rows
         batch = {**batch, "noise": noise[lo:hi], "timesteps": steps[lo:hi]}
+        c, b = self.policy.config, self.cfg.batch_size
+        if c.object_slots:  # drawn after the diffusion noise: other runs keep their random streams
+            slot = torch.randn((b, c.aux_dim), generator=generator, device=self.device)
+            batch["slot_noise"] = slot[lo:hi]
+        if self.cfg.state_noise:
+            state = torch.randn((b, c.state_dim), generator=generator, device=self.device)
+            batch["state_noise"] = self.cfg.state_noise * state[lo:hi]
         terms = self.model(batch, return_terms=True)
         names = sorted(k for k in terms if k.endswith("_count"))
         counts = torch.stack([terms[k].detach().float() for k in names])
@@ -882,6 +892,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim-only: add an object-position loss on the condition with this weight (data/aux_targets.py)",
     )
     p.add_argument(
+        "--state-noise",
+        type=float,
+        default=0.0,
+        metavar="STD",
+        help="Gaussian noise of this std (normalised state units) added to the training states, so the "
+        "policy cannot read the demonstrator's target from the arm's own motion (the copycat problem)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -927,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
             augment=AugmentConfig(enabled=not args.no_augment, crop_ratio=args.crop_ratio),
             overrides=parse_overrides(args.set), ema=args.ema, ema_power=args.ema_power,
             cache_features=not args.no_feature_cache, feature_shift=args.feature_shift,
-            aux_objects=args.aux_objects,
+            aux_objects=args.aux_objects, state_noise=args.state_noise,
         )  # fmt: skip
         trainer = Trainer(cfg)
         final = trainer.run()

@@ -356,7 +356,9 @@ class TinyVLAPolicy(nn.Module):
         (B, N, C, h, w): a frozen tower's cached feature maps), instruction list[str] or input_ids/attention_mask (B, L), state (B, Ds), actions (B, T, Da) robot units, optional
         action_pad (B, T) bool (True past the episode end: excluded from the loss), optional
         noise (B, T, Da) and timesteps (B,) (this batch's rows of ``training_noise`` for a larger
-        batch: how data-parallel ranks share one global batch's noise).
+        batch: how data-parallel ranks share one global batch's noise); optional state_noise (B, Ds),
+        added to the normalised state, and slot_noise (B, aux_dim), the object slots' jitter draws
+        (training augmentations).
         generator: optional torch.Generator (on the model's device) for noise and timesteps.
         return_terms: instead of the loss, its sums and counts ({"mse_sum", "mse_count"} and, with
         the auxiliary loss, {"aux_sum", "aux_count"}): data-parallel training divides the sums by
@@ -368,6 +370,8 @@ class TinyVLAPolicy(nn.Module):
         dev = self.device
         ids, mask = self._text_inputs(batch, b)
         state = norm.normalize_state(batch["state"].to(dev, torch.float32))
+        if "state_noise" in batch:  # training augmentation (B, Ds), in normalised state units
+            state = state + batch["state_noise"].to(dev, torch.float32)
         target = norm.normalize_action(batch["actions"].to(dev, torch.float32))  # (B, T, Da) in [-1, 1]
         if "features" in batch:  # a frozen tower's cached feature maps (B, N, C, h, w)
             condition = self.encode_features(batch["features"].to(dev, self.dtype), ids, mask, state)
@@ -389,7 +393,9 @@ class TinyVLAPolicy(nn.Module):
         aux = self.config.aux_dim and self.config.aux_weight and "aux" in batch
         head_condition = condition
         if self.config.object_slots and "aux" in batch:
-            head_condition = self._teacher_slots(condition, batch["aux"], batch["aux_mask"], generator)
+            head_condition = self._teacher_slots(
+                condition, batch["aux"], batch["aux_mask"], generator, batch.get("slot_noise")
+            )
         eps = self.denoise(noisy, steps, head_condition).float()
         if return_terms:
             terms = masked_mse_terms(eps, noise, batch.get("action_pad"))
@@ -437,15 +443,20 @@ class TinyVLAPolicy(nn.Module):
         target: torch.Tensor,
         mask: torch.Tensor,
         generator: torch.Generator | None,
+        jitter: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training input of the head under config.object_slots: on the samples where ``mask`` (B,)
         is True the slots hold the simulator's coordinates ``target`` (B, aux_dim) plus noise of std
         object_slot_noise, elsewhere the readout, detached (the readout learns from the auxiliary
-        loss alone, the head learns to act on positions)."""
+        loss alone, the head learns to act on positions). ``jitter`` (B, aux_dim): the standard
+        normal draws to scale (a global batch's rows, as for the diffusion noise); from ``generator``
+        when None."""
         d = self.config.aux_dim
         base, readout = condition[:, :-d], condition[:, -d:]
         target = target.to(readout.device, torch.float32)
-        jitter = torch.randn(target.shape, generator=generator, device=target.device)
+        if jitter is None:
+            jitter = torch.randn(target.shape, generator=generator, device=target.device)
+        jitter = jitter.to(target.device, torch.float32)
         forced = (target + self.config.object_slot_noise * jitter).to(readout.dtype)
         keep = mask.to(readout.device).bool().unsqueeze(-1)  # (B, 1)
         return torch.cat([base, torch.where(keep, forced, readout.detach())], dim=-1)

@@ -81,3 +81,46 @@ def test_demo_options_are_checked():
         DemoConfig(setup="kuka")
     with pytest.raises(ValueError, match="camera_latency"):
         DemoConfig(camera_latency=-0.1)
+
+
+def test_execution_noise_is_seeded_correlated_and_of_the_given_std():
+    from tinyvla_ros.data.demos import ExecutionNoise
+
+    draws = np.array([ExecutionNoise(0.02, 0.9, 7, seed=3).next() for _ in range(2)])
+    np.testing.assert_array_equal(draws[0], draws[1])  # the episode seed fixes the noise
+    noise = ExecutionNoise(0.02, 0.9, 7, seed=3)
+    x = np.array([noise.next() for _ in range(20_000)])  # (steps, joints)
+    assert abs(x.std() - 0.02) < 0.002
+    lag1 = np.mean([np.corrcoef(x[:-1, j], x[1:, j])[0, 1] for j in range(7)])
+    assert abs(lag1 - 0.9) < 0.02
+    assert not ExecutionNoise(0.0, 0.9, 7, seed=3).next().any()
+    with pytest.raises(ValueError, match="action_noise"):
+        DemoConfig(action_noise=-0.01)
+    with pytest.raises(ValueError, match="noise_correlation"):
+        DemoConfig(noise_correlation=1.0)
+
+
+def test_noisy_demonstrations_record_the_clean_command_and_the_perturbed_state(tmp_path):
+    from tinyvla_ros.data.demos import record_demos
+
+    layout, _ = setup_layout("franka")
+
+    def record(noise, name):
+        cfg = DemoConfig(setup="franka", tasks=["pick_red_cube"], seeds=[5], image_width=32, image_height=24,
+                         action_noise=noise)  # fmt: skip
+        (result,) = record_demos(cfg, tmp_path / name)
+        with BagReader(result.path) as bag:
+            actions = [m.decode().position for m in bag.messages([ACTION_TOPIC])]
+            states = [m.decode() for m in bag.messages([layout.joint_states_topic])]
+            meta = bag.metadata
+        cols = [list(states[0].name).index(n) for n in layout.state_names[:7]]
+        return result, np.array(actions)[:, :7], np.array([s.position for s in states])[:, cols], meta
+
+    clean, a0, s0, _ = record(0.0, "clean")
+    noisy, a1, s1, meta = record(0.02, "noisy")
+    assert clean.success and noisy.success and meta["action_noise"] == "0.02"
+    # the expert's commands (the labels) do not see the noise before the first phase change ...
+    np.testing.assert_allclose(a1[:15], a0[:15], atol=1e-9)
+    # ... while the arm executing them is pushed off the nominal path
+    off = np.abs(s1[5:15] - s0[5:15]).max()
+    assert 0.005 < off < 0.15, off

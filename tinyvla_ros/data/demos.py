@@ -111,6 +111,11 @@ class DemoConfig:
     after the script ends (the robot at rest); start_time: bag time of sim time 0 (s);
     camera_latency: a frame stamped t is received (bag time) at t + camera_latency, as a real
     camera's transport delays it (joint states are received at their stamp).
+    action_noise: std (rad) of a temporally correlated (Ornstein-Uhlenbeck, correlation
+    ``noise_correlation`` per recorded step) noise added to the arm joint targets the robot
+    executes, while the recorded action stays the expert's clean command (DART, Laskey et al.
+    2017): the demonstrations then visit states off the nominal path and show the way back, the
+    states a policy's own small errors lead to. Seeded by the episode seed; 0: none.
     """
 
     setup: str = "franka"
@@ -124,6 +129,8 @@ class DemoConfig:
     camera_latency: float = 0.005
     storage: str = "mcap"
     compression: str = "none"
+    action_noise: float = 0.0
+    noise_correlation: float = 0.9
 
     def __post_init__(self) -> None:
         if self.setup not in SETUPS:
@@ -139,6 +146,12 @@ class DemoConfig:
             raise ValueError(f"DemoConfig.start_time must be > 0 s, got {self.start_time!r}")
         if not (math.isfinite(self.camera_latency) and 0 <= self.camera_latency < 0.5):
             raise ValueError(f"DemoConfig.camera_latency must be in [0, 0.5) s, got {self.camera_latency!r}")
+        if not (math.isfinite(self.action_noise) and 0 <= self.action_noise <= 0.5):
+            raise ValueError(f"DemoConfig.action_noise must be in [0, 0.5] rad, got {self.action_noise!r}")
+        if not (math.isfinite(self.noise_correlation) and 0 <= self.noise_correlation < 1):
+            raise ValueError(
+                f"DemoConfig.noise_correlation must be in [0, 1), got {self.noise_correlation!r}"
+            )
         BagWriterConfig(self.storage, 9, self.compression)
 
 
@@ -212,6 +225,7 @@ def record_episode(
     env.reset(task, seed)
     expert = make_expert(env)
     steps, held, error = 0, 0, ""
+    noise = ExecutionNoise(cfg.action_noise, cfg.noise_correlation, len(env.home), seed)
     with BagWriter(path, BagWriterConfig(cfg.storage, 9, cfg.compression)) as bag:
         _declare_topics(bag, layout)
         bag.write(layout.instruction_topic, sec_to_ns(cfg.start_time), string_msg(env.instruction))
@@ -223,10 +237,11 @@ def record_episode(
             _record_step(bag, env, layout, encodings, t, cfg.camera_latency)
             q, grip = expert.act(env)
             bag.write(ACTION_TOPIC, sec_to_ns(t), _joint_state_action(env, q, grip, layout, t))
+            offset = noise.next()  # executed, not recorded
             for sub in range(cfg.substeps):
                 if sub:
                     q, grip = expert.act(env)
-                env.set_joint_position_targets(q)
+                env.set_joint_position_targets(q + offset)
                 for arm, value in grip.items():
                     env.set_gripper(arm, value)
                 env.step()
@@ -241,12 +256,29 @@ def record_episode(
                 "seed": seed,
                 "robot": cfg.setup,
                 "recorder": "tinyvla-record-demos",
+                "action_noise": cfg.action_noise,
                 "error": error,
                 "sim": json.dumps({"image_width": cfg.image_width, "image_height": cfg.image_height}),
                 LAYOUT_KEY: json.dumps(layout.to_dict()),
             }
         )
     return DemoResult(path, env.task, seed, success, steps, env.time, time.perf_counter() - start, error)
+
+
+class ExecutionNoise:
+    """DemoConfig.action_noise: an Ornstein-Uhlenbeck offset (n,) per recorded step, stationary std
+    ``std`` and step correlation ``rho``, seeded by the episode seed (zeros when std is 0)."""
+
+    def __init__(self, std: float, rho: float, n: int, seed: int) -> None:
+        self.std, self.rho = float(std), float(rho)
+        self._rng = np.random.default_rng([int(seed), 0xDA27])
+        self._x = self.std * self._rng.standard_normal(n) if self.std else np.zeros(n)
+
+    def next(self) -> np.ndarray:
+        if self.std:
+            kick = self.std * math.sqrt(1.0 - self.rho**2) * self._rng.standard_normal(self._x.shape)
+            self._x = self.rho * self._x + kick
+        return self._x.copy()
 
 
 def _joint_state_action(env: Any, q: np.ndarray, grip: dict[str, float], layout: BagLayout, t: float) -> Any:
@@ -311,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--substeps", type=int, default=1, help="expert steps per recorded step")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    parser.add_argument(
+        "--action-noise",
+        type=float,
+        default=0.0,
+        metavar="RAD",
+        help="DART: correlated noise of this std on the executed joint targets, clean actions recorded",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = DemoConfig(
@@ -321,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             image_height=args.height,
             substeps=args.substeps,
             storage=args.storage,
+            action_noise=args.action_noise,
         )
         results = record_demos(cfg, args.out, progress=True)
     except (ValueError, OSError) as exc:

@@ -51,6 +51,7 @@ setup(
             "tinyvla-train = tinyvla_ros.data.train:main",
             "tinyvla-eval = tinyvla_ros.data.evaluate:main",
             "tinyvla-probe = tinyvla_ros.data.probe:main",
+            "tinyvla-diagnose = tinyvla_ros.data.diagnose:main",
             "tinyvla-metaworld = tinyvla_ros.metaworld.cli:main",
             "tinyvla-graph-eval = tinyvla_ros.ros.graph_eval:main",
             "tinyvla-bag-record = tinyvla_ros.ros.bag_record:main",

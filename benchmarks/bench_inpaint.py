@@ -74,7 +74,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--setup", default="franka", choices=SETUPS)
     p.add_argument("--tasks", nargs="+", default=None, help="tasks (default: all; --quick: the first)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="scene seeds")
-    p.add_argument("--latencies", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="x control period")
+    p.add_argument("--latencies", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="x the base latency")
+    p.add_argument(
+        "--latency-base",
+        choices=("measured", "control"),
+        default="measured",
+        help="measured: the engine's median predict_chunk time on this machine; control: one control period",
+    )
+    p.add_argument("--width", type=int, default=0, help="camera width (0: the params file's fake cameras)")
+    p.add_argument("--height", type=int, default=0, help="camera height (0: the params file's)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--max-seconds", type=float, default=0.0, help="episode limit (0: per-task default)")
     p.add_argument("--soft-decay-steps", type=int, default=4)
@@ -269,7 +277,7 @@ def figures(traces: list[Trace], dt: float) -> dict:
     }
 
 
-def plot(examples: dict[str, Trace], dt: float, path: Path, latency: float) -> None:
+def plot(examples: dict[str, Trace], dt: float, path: Path, latency: str) -> None:
     """One joint's commanded trajectory per mode (one episode at ``latency``), chunk arrivals marked."""
     import matplotlib
 
@@ -288,7 +296,7 @@ def plot(examples: dict[str, Trace], dt: float, path: Path, latency: float) -> N
         for k in tr.boundaries:
             ax.axvline(dt * k, color="tab:red", lw=0.6, alpha=0.5)
         ax.set_ylabel("rad")
-        ax.set_title(f"{mode} (latency {latency:g}x control period; red: a new chunk takes over)", fontsize=9)
+        ax.set_title(f"{mode} (latency {latency}; red: a new chunk takes over)", fontsize=9)
         ax.legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("s")
     fig.tight_layout()
@@ -297,7 +305,27 @@ def plot(examples: dict[str, Trace], dt: float, path: Path, latency: float) -> N
     plt.close(fig)
 
 
-def table(latency: float, rows: dict[str, dict]) -> dict:
+def measured_latency(engine, env, params: dict, task: str, calls: int = 10) -> float:
+    """Median seconds of ``engine.predict_chunk`` on a rendered observation (after 3 warm-up calls)."""
+    env.reset(task, 0)
+    cols = [list(env.joint_names).index(n) for n in params["state_joint_names"]]
+    images = [env.render(c) for c in params["camera_names"]]
+    state = env.joint_positions()[cols]
+    times = []
+    for i in range(3 + calls):
+        start = time.perf_counter()
+        engine.predict_chunk(images, env.instruction, state, seed=i)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[3:]))
+
+
+def latency_caption(mult: float, base: float, kind: str, dt: float) -> str:
+    if kind == "control":
+        return f"inference latency {mult:g}x the control period"
+    return f"inference latency {mult:g}x the measured {1000 * base:.0f} ms ({1000 * mult * base:.0f} ms; control period {1000 * dt:.0f} ms)"
+
+
+def table(caption: str, rows: dict[str, dict]) -> dict:
     columns = [
         "mode",
         "success",
@@ -322,7 +350,7 @@ def table(latency: float, rows: dict[str, dict]) -> dict:
                 f"{f['chunks_per_episode']:.1f}",
             ]
         )
-    return {"caption": f"inference latency {latency:g}x the control period", "columns": columns, "rows": out}
+    return {"caption": caption, "columns": columns, "rows": out}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,7 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     executor_params = all_params.get("/**/tinyvla_executor", {}).get("ros__parameters", {})
     dt = float(params.get("action_dt", 0.05))
     started = time.perf_counter()
-    env = make_env(args.setup, image_width=128, image_height=96, control_dt=dt)
+    from tinyvla_ros.data.demos import camera_size
+
+    width, height = camera_size(args.setup, args.width, args.height)
+    env = make_env(args.setup, image_width=width, image_height=height, control_dt=dt)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             checkpoint, description = resolve_checkpoint(args, params, Path(tmp), env)
@@ -356,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             tasks = args.tasks or (env.tasks[:1] if args.quick else list(env.tasks))
             runner = LatencyRunner(engine, env, params, executor_params, args)
+            base = measured_latency(engine, env, params, tasks[0]) if args.latency_base == "measured" else dt
             results, examples = {}, {}
             for mult in args.latencies:
                 rows = {}
@@ -365,19 +397,27 @@ def main(argv: list[str] | None = None) -> int:
                         for seed in args.seeds:
                             env.reset(task, seed)
                             limit = args.max_seconds or 1.5 * make_expert(env).duration + 2.0
-                            traces.append(runner.episode(mode, task, seed, mult * dt, limit))
+                            traces.append(runner.episode(mode, task, seed, mult * base, limit))
                             if mult == 2.0 and mode not in examples:
                                 examples[mode] = traces[-1]
                     rows[mode] = figures(traces, dt)
                     print(f"latency {mult:g}x {mode}: {json.dumps(rows[mode])}", flush=True)
                 results[mult] = rows
+            captions = {m: latency_caption(m, base, args.latency_base, dt) for m in args.latencies}
         finally:
             env.close()
     if examples:
-        plot(examples, dt, Path(args.plot), 2.0)
+        plot(examples, dt, Path(args.plot), captions[2.0].removeprefix("inference latency "))
     notes = [
         f"checkpoint: {description}; setup {args.setup}; tasks {tasks}; scene seeds {args.seeds}; "
-        f"control period = action_dt = {dt} s; diffusion seed of chunk i = i in every mode",
+        f"control period = action_dt = {dt} s; diffusion seed of chunk i = i in every mode; cameras "
+        f"{width}x{height}; latency base: "
+        + (
+            f"the engine's median predict_chunk time here, {1000 * base:.0f} ms (a chunk reaches the "
+            "executor at the first control period after it)"
+            if args.latency_base == "measured"
+            else "one control period"
+        ),
         f"inpaint: weight 1 up to the expected arrival + {args.margin_steps} step, "
         f"{args.soft_decay_steps}-step linear decay after; executor refill at chunk_len // 2 steps left",
         "jump: change of the commanded joint velocity (L2 over arm joints) where a new chunk takes over; "
@@ -387,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "title": "Chunk transitions per execution mode (inpainting vs. the others)",
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "tables": [table(m, rows) for m, rows in results.items()],
+        "tables": [table(captions[m], rows) for m, rows in results.items()],
         "notes": notes,
         "figures": {f"{m:g}x": rows for m, rows in results.items()},
     }

@@ -124,3 +124,68 @@ def test_noisy_demonstrations_record_the_clean_command_and_the_perturbed_state(t
     # ... while the arm executing them is pushed off the nominal path
     off = np.abs(s1[5:15] - s0[5:15]).max()
     assert 0.005 < off < 0.15, off
+
+
+def _takeover_checkpoint(path, gripper):
+    from tinyvla_ros.data.demos import graph_parameters
+    from tinyvla_ros.vla.testing import make_tiny_checkpoint
+
+    params = graph_parameters("franka")
+    home = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]  # the fr3's home, +-0.2 rad of wandering
+    return make_tiny_checkpoint(path, params["camera_names"], 8, 8, seed=2,
+                                action_names=params["action_names"],
+                                action_low=[h - 0.2 for h in home] + [gripper[0]],
+                                action_high=[h + 0.2 for h in home] + [gripper[1]])  # fmt: skip
+
+
+def test_takeover_records_the_expert_from_the_state_the_policy_left(tmp_path):
+    from tinyvla_ros.data.demos import record_demos
+
+    layout, _ = setup_layout("franka")
+    base = dict(setup="franka", tasks=["pick_red_cube"], seeds=[5], image_width=32, image_height=24)
+
+    def first_state(result):
+        with BagReader(result.path) as bag:
+            msgs = list(bag.messages([layout.joint_states_topic]))
+            return stamp_ns(msgs[0].decode().header.stamp), np.array(msgs[0].decode().position), bag.metadata
+
+    ckpt = _takeover_checkpoint(tmp_path / "open", (0.7, 1.0))
+    (clean,) = record_demos(DemoConfig(**base), tmp_path / "clean")
+    cfg = DemoConfig(**base, policy=str(ckpt), takeover=(10, 20), num_threads=1)
+    (took,) = record_demos(cfg, tmp_path / "takeover")
+    t0, s0, _ = first_state(clean)
+    t1, s1, meta = first_state(took)
+    driven = int(meta["takeover_step"])
+    assert meta["takeover_reason"] == "steps" and 10 <= driven <= 20 and meta["policy"] == str(ckpt)
+    # the bag starts where the policy handed over, at the arm state it left ...
+    assert t1 - t0 == round(driven * 0.05 * 1e9)
+    assert np.abs(s1[:7] - s0[:7]).max() > 0.02
+    # ... and the expert brings it back: the episode is still solved
+    assert took.success and clean.success
+    # the same seed draws the same takeover step
+    (again,) = record_demos(cfg, tmp_path / "again")
+    assert int(first_state(again)[2]["takeover_step"]) == driven
+
+
+def test_takeover_comes_at_the_policys_first_close(tmp_path):
+    from tinyvla_ros.data.demos import record_demos
+
+    ckpt = _takeover_checkpoint(tmp_path / "closed", (0.0, 0.3))
+    cfg = DemoConfig(setup="franka", tasks=["pick_red_cube"], seeds=[6], image_width=32, image_height=24,
+                     policy=str(ckpt), takeover=(30, 40), num_threads=1)  # fmt: skip
+    (result,) = record_demos(cfg, tmp_path / "bags")
+    with BagReader(result.path) as bag:
+        meta = bag.metadata
+    assert meta["takeover_reason"] == "grasp" and int(meta["takeover_step"]) == 0
+
+
+def test_takeover_options_are_checked(tmp_path):
+    from tinyvla_ros.data.demos import main
+
+    with pytest.raises(ValueError, match="takeover"):
+        DemoConfig(takeover=(5, 2))
+    with pytest.raises(ValueError, match="not a checkpoint directory"):
+        DemoConfig(policy=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="policy_steps"):
+        DemoConfig(policy_steps=0)
+    assert main(["--out", str(tmp_path / "x"), "--policy", str(tmp_path), "--takeover", "a-b"]) == 2

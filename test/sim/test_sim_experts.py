@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from tinyvla_ros.sim.env import make_env
-from tinyvla_ros.sim.experts import Phase, make_expert, min_jerk, run_expert_episode
+from tinyvla_ros.sim.experts import (
+    RECOVERY_SPEED,
+    Phase,
+    make_expert,
+    min_jerk,
+    recovery_expert,
+    run_expert_episode,
+)
 
 pytestmark = pytest.mark.sim
 
@@ -106,3 +113,73 @@ def test_swap_tasks_reuse_the_scene_and_name_another_cube(envs):
     green, _ = env.body_pose("green_cube")
     red, _ = env.body_pose("red_cube")
     assert green[2] > red[2] + 0.05  # the named cube is the one in the air
+
+
+def _run(env, expert, limit=400):
+    grips = []
+    for _ in range(limit):
+        if expert.done:
+            break
+        q, grip = expert.act(env)
+        grips.append(grip)
+        env.set_joint_position_targets(q)
+        for arm, value in grip.items():
+            env.set_gripper(arm, value)
+        env.step()
+    return grips
+
+
+def test_recovery_expert_finishes_from_where_a_policy_left_the_arm(envs):
+    env = envs["franka"]
+    # a wandering policy: the arm pushed off home, the gripper closed in the air
+    env.reset("pick_red_cube", 3)
+    q0 = env.arm_targets()
+    for _ in range(40):
+        env.set_joint_position_targets(q0 + np.array([0.3, 0.15, -0.2, 0.25, 0.1, -0.2, 0.4]))
+        env.set_gripper("fr3", 0.0)
+        env.step()
+    assert env.gripper_opening("fr3") < 0.5
+    expert = recovery_expert(env)
+    grips = _run(env, expert)
+    assert expert.done and env.success()
+    assert grips[0]["fr3"] == 1.0  # re-opened before trying again
+
+
+def test_recovery_expert_shortens_the_approach_by_distance(envs):
+    env = envs["franka"]
+    env.reset("pick_red_cube", 4)
+    pos, _ = env.ee_pose("fr3")
+    from_home = recovery_expert(env).phases[0]
+    goal, _ = make_expert(env).phases[0].goals(env, {"fr3": env.ee_pose("fr3")})["fr3"]
+    assert from_home.name == "above"
+    assert from_home.duration == pytest.approx(
+        min(1.6, max(0.4, np.linalg.norm(goal - pos) / RECOVERY_SPEED))
+    )
+    assert from_home.duration > 1.0
+    expert = make_expert(env)
+    for _ in range(200):  # run the approach
+        q, grip = expert.act(env)
+        if expert.phase != "above":
+            break
+        env.set_joint_position_targets(q)
+        env.set_gripper("fr3", grip["fr3"])
+        env.step()
+    for _ in range(10):
+        env.step()  # settle at the hover pose
+    near = recovery_expert(env).phases[0]
+    assert near.name == "above" and near.duration == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="min_duration"):
+        recovery_expert(env, min_duration=0.0)
+
+
+def test_recovery_expert_skips_a_gripper_phase_that_already_holds(envs):
+    env = envs["franka"]
+    env.reset("close_drawer", 2)
+    assert recovery_expert(env).phases[0].name == "close_gripper"  # open at reset: keep it
+    for _ in range(30):
+        env.set_gripper("fr3", 0.0)
+        env.step()
+    expert = recovery_expert(env)
+    assert expert.phases[0].name == "approach"
+    _run(env, expert)
+    assert env.success()

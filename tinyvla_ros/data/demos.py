@@ -116,6 +116,13 @@ class DemoConfig:
     executes, while the recorded action stays the expert's clean command (DART, Laskey et al.
     2017): the demonstrations then visit states off the nominal path and show the way back, the
     states a policy's own small errors lead to. Seeded by the episode seed; 0: none.
+    policy: a checkpoint directory that drives each episode first (DAgger-style takeover, Ross et
+    al. 2011, with the expert taking over as in HG-DAgger): it runs open loop, ``policy_steps``
+    of each chunk, for a number of steps drawn per episode from ``takeover`` (inclusive, seeded by
+    the episode seed), or until it first closes a gripper if that comes sooner; then the
+    expert restarts its script from that state (``sim.experts.recovery_expert``) and only that
+    part is recorded. The bag starts at the takeover state: the states the policy's own errors
+    lead to, labelled with the expert's way back. "": the expert drives from the start.
     """
 
     setup: str = "franka"
@@ -131,6 +138,10 @@ class DemoConfig:
     compression: str = "none"
     action_noise: float = 0.0
     noise_correlation: float = 0.9
+    policy: str = ""
+    takeover: tuple[int, int] = (8, 48)
+    policy_steps: int = 8
+    num_threads: int = 0
 
     def __post_init__(self) -> None:
         if self.setup not in SETUPS:
@@ -152,6 +163,14 @@ class DemoConfig:
             raise ValueError(
                 f"DemoConfig.noise_correlation must be in [0, 1), got {self.noise_correlation!r}"
             )
+        lo, hi = (int(v) for v in self.takeover)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"DemoConfig.takeover must be 0 <= first <= last steps, got {self.takeover!r}")
+        self.takeover = (lo, hi)
+        if self.policy_steps < 1:
+            raise ValueError(f"DemoConfig.policy_steps must be >= 1, got {self.policy_steps!r}")
+        if self.policy and not Path(self.policy).is_dir():
+            raise ValueError(f"DemoConfig.policy {self.policy!r} is not a checkpoint directory")
         BagWriterConfig(self.storage, 9, self.compression)
 
 
@@ -215,15 +234,93 @@ def _record_step(
         )
 
 
+class PolicyDriver:
+    """DemoConfig.policy: a checkpoint that drives an episode until the expert takes over.
+
+    Chunks are played open loop as joint targets and gripper commands, ``policy_steps`` of each,
+    one per recorded step (the recorder's step is the policy's ``action_dt``); the cameras are
+    rendered at the recording's size. Diffusion noise is seeded by (episode seed, chunk index).
+    """
+
+    def __init__(self, cfg: DemoConfig, env: Any) -> None:
+        from tinyvla_ros.vla.engines import load_engine
+
+        params = graph_parameters(cfg.setup)
+        self.cameras = list(params["camera_names"])
+        self.names = list(params["action_names"])
+        joints = list(env.joint_names)
+        missing = [n for n in params["state_joint_names"] if n not in joints]
+        if missing:
+            raise ValueError(f"state joints {missing} are not reported by the {cfg.setup} fake")
+        self.state_cols = [joints.index(n) for n in params["state_joint_names"]]
+        expected = {
+            "camera_names": self.cameras,
+            "state_dim": len(self.state_cols),
+            "action_dim": len(self.names),
+        }
+        self.engine = load_engine(cfg.policy, "torch", "cpu", "fp32", expected, cfg.num_threads)
+        self.takeover, self.policy_steps = cfg.takeover, cfg.policy_steps
+
+    def drive(self, env: Any, seed: int) -> tuple[int, str]:
+        """Run the policy from the reset state; returns (steps driven, why it stopped)."""
+        from tinyvla_ros.data.evaluate import split_action
+        from tinyvla_ros.sim.experts import OPEN, make_expert
+
+        # stop at the policy's first close where the script opens the gripper first (a grasp
+        # follows); close_drawer pushes with closed fingers from its first step
+        stop_on_close = OPEN in make_expert(env).phases[0].grip.values()
+
+        rng = np.random.default_rng([int(seed), 0x7A4E])
+        limit = int(rng.integers(self.takeover[0], self.takeover[1] + 1))
+        steps, chunk = 0, np.zeros((0, len(self.names)))
+        while steps < limit:
+            k = steps % self.policy_steps
+            if k == 0:
+                images = [env.render(c) for c in self.cameras]
+                state = env.joint_positions()[self.state_cols]
+                chunk = np.asarray(
+                    self.engine.predict_chunk(images, env.instruction, state, seed=int(seed) * 1000 + steps)
+                )
+            if k >= len(chunk):
+                raise ValueError(
+                    f"the policy's chunks have {len(chunk)} steps, fewer than {self.policy_steps}"
+                )
+            q, grip = split_action(chunk[k], self.names, env)
+            if stop_on_close and any(value < 0.5 for value in grip.values()):
+                return steps, "grasp"  # the expert takes over at the policy's first close
+            env.set_joint_position_targets(q)
+            for arm, value in grip.items():
+                env.set_gripper(arm, value)
+            env.step()
+            steps += 1
+            if not np.all(np.isfinite(env.joint_positions())):
+                return steps, "unstable"
+        return steps, "steps"
+
+
 def record_episode(
-    env: Any, task: str, seed: int, path: Path, cfg: DemoConfig, layout: BagLayout, encodings
+    env: Any,
+    task: str,
+    seed: int,
+    path: Path,
+    cfg: DemoConfig,
+    layout: BagLayout,
+    encodings,
+    driver: PolicyDriver | None = None,
 ) -> DemoResult:
-    """Reset ``env`` to (task, seed), run the expert, write one bag at ``path``."""
-    from tinyvla_ros.sim.experts import make_expert
+    """Reset ``env`` to (task, seed), run the expert (after ``driver``'s policy, if given), write
+    one bag at ``path``."""
+    from tinyvla_ros.sim.experts import make_expert, recovery_expert
 
     start = time.perf_counter()
     env.reset(task, seed)
-    expert = make_expert(env)
+    takeover: dict[str, Any] = {}
+    if driver is not None:
+        driven, why = driver.drive(env, seed)
+        takeover = {"policy": str(cfg.policy), "takeover_step": driven, "takeover_reason": why}
+        expert = recovery_expert(env)
+    else:
+        expert = make_expert(env)
     steps, held, error = 0, 0, ""
     noise = ExecutionNoise(cfg.action_noise, cfg.noise_correlation, len(env.home), seed)
     with BagWriter(path, BagWriterConfig(cfg.storage, 9, cfg.compression)) as bag:
@@ -257,6 +354,7 @@ def record_episode(
                 "robot": cfg.setup,
                 "recorder": "tinyvla-record-demos",
                 "action_noise": cfg.action_noise,
+                **takeover,
                 "error": error,
                 "sim": json.dumps({"image_width": cfg.image_width, "image_height": cfg.image_height}),
                 LAYOUT_KEY: json.dumps(layout.to_dict()),
@@ -303,6 +401,7 @@ def record_demos(cfg: DemoConfig, out_dir: str | Path, progress: bool = False) -
                 f"config cameras {missing} are not simulated; the {cfg.setup} fake has {env.camera_names}"
             )
         tasks = cfg.tasks or env.tasks
+        driver = PolicyDriver(cfg, env) if cfg.policy else None
         jobs = [(task, int(seed)) for task in tasks for seed in cfg.seeds]
         if progress:
             from tqdm import tqdm
@@ -311,7 +410,7 @@ def record_demos(cfg: DemoConfig, out_dir: str | Path, progress: bool = False) -
         results = []
         for task, seed in jobs:
             path = out / f"{cfg.setup}_{task}_seed{seed:04d}"
-            results.append(record_episode(env, task, seed, path, cfg, layout, encodings))
+            results.append(record_episode(env, task, seed, path, cfg, layout, encodings, driver))
         return results
     finally:
         env.close()
@@ -350,8 +449,26 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RAD",
         help="DART: correlated noise of this std on the executed joint targets, clean actions recorded",
     )
+    parser.add_argument(
+        "--policy",
+        default="",
+        metavar="CHECKPOINT",
+        help="DAgger-style takeover: this policy drives first, the expert takes over and is recorded",
+    )
+    parser.add_argument(
+        "--takeover",
+        default="8-48",
+        metavar="FIRST-LAST",
+        help="with --policy: steps the policy drives, drawn per episode (default 8-48)",
+    )
+    parser.add_argument("--num-threads", type=int, default=0, help="with --policy: torch CPU threads")
     args = parser.parse_args(argv)
     try:
+        first, _, last = args.takeover.partition("-")
+        try:
+            takeover = (int(first), int(last or first))
+        except ValueError as exc:
+            raise ValueError(f"--takeover must look like 8-48, got {args.takeover!r}") from exc
         cfg = DemoConfig(
             setup=args.setup,
             tasks=args.tasks,
@@ -361,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
             substeps=args.substeps,
             storage=args.storage,
             action_noise=args.action_noise,
+            policy=args.policy,
+            takeover=takeover,
+            num_threads=args.num_threads,
         )
         results = record_demos(cfg, args.out, progress=True)
     except (ValueError, OSError) as exc:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -356,6 +356,45 @@ def make_expert(env: SimEnv, task: str | None = None, velocity_scale: float = 0.
     if name != env.task:
         raise ValueError(f"make_expert: env is reset for task {env.task!r}, not {name!r}")
     return Expert(env, _SCRIPTS[name](), velocity_scale)
+
+
+# Mean tool speed of the scripts' first approach (0.3-0.4 m from home in 1.6-1.8 s) [m/s].
+RECOVERY_SPEED = 0.2
+
+
+def recovery_expert(
+    env: SimEnv, task: str | None = None, velocity_scale: float = 0.5, min_duration: float = 0.4
+) -> Expert:
+    """The task's script restarted from whatever state the robot is in (a policy's takeover point).
+
+    Every script opens with a motion phase whose goal comes from the scene (above the object, at
+    the drawer), so it is valid from any arm pose; a gripper that closed on nothing re-opens with
+    it. From home that phase takes its scripted time; from nearer it is shortened to the distance
+    over :data:`RECOVERY_SPEED` (at least ``min_duration``), so a correction moves at the
+    demonstrations' pace instead of crawling the last centimetres. The joint velocity limit
+    still applies. A leading gripper-only phase whose command already holds is dropped. Call
+    before the policy grasps: a script restarted with an object in hand re-opens the gripper and
+    picks it up again.
+    """
+    if not min_duration > 0:
+        raise ValueError(f"recovery_expert: min_duration must be > 0 s, got {min_duration!r}")
+    expert = make_expert(env, task, velocity_scale)
+    pose = {a: env.ee_pose(a) for a in env.arms}
+    phases = list(expert.phases)
+    # a leading gripper-only phase whose command already holds (close_drawer's "close_gripper"
+    # after a policy that closed it) would only make the robot pause
+    while (
+        len(phases) > 1
+        and not phases[0].goals(env, dict(pose))
+        and all((env.gripper_opening(a) > 0.5) == (v > 0.5) for a, v in phases[0].grip.items())
+    ):
+        phases.pop(0)
+    first = phases[0]
+    goals = first.goals(env, dict(pose))
+    distance = max((float(np.linalg.norm(goals[a][0] - pose[a][0])) for a in goals), default=0.0)
+    duration = min(first.duration, max(min_duration, distance / RECOVERY_SPEED))
+    expert.phases = [replace(first, duration=duration), *phases[1:]]
+    return expert
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 from safetensors.torch import load_file  # noqa: E402
 
-from tinyvla_ros.data.features import CACHE_DIR, MANIFEST, CachedFeatureDataset, build_cache  # noqa: E402
+from tinyvla_ros.data.features import (  # noqa: E402
+    CACHE_DIR,
+    MANIFEST,
+    CachedFeatureDataset,
+    build_cache,
+    episode_key,
+)
 from tinyvla_ros.data.samples import EpisodeDataset, SampleConfig  # noqa: E402
 from tinyvla_ros.data.train import EMA_FILE, TrainConfig, Trainer, normalizer_from_stats  # noqa: E402
 
@@ -46,7 +52,8 @@ def test_cached_features_are_the_towers_output_on_the_evaluation_view(demo_datas
     moved = shifted[5]["features"]
     assert moved.shape == item["features"].shape and not torch.equal(moved, item["features"])
     # a stop in the middle of a write leaves only a .partial file: the episode is computed again
-    (tmp_path / "cache" / "episode_000001.partial").write_bytes(b"truncated")
+    key = episode_key(demo_dataset / "episodes" / "episode_000001.safetensors")
+    (tmp_path / "cache" / f"{key}.partial").write_bytes(b"truncated")
     again = build_cache(policy, demo_dataset, [0, 1, 2], cfg.augment.crop_ratio, tmp_path / "cache")
     assert again[1].shape[1:] == cache[0].shape[1:] and not list((tmp_path / "cache").glob("*.partial"))
     other = policy.backbone.vision._conv_stem.weight
@@ -60,7 +67,7 @@ def test_ema_training_on_cached_features_resumes_exactly_and_deploys_the_average
     straight = Trainer(_cfg(demo_dataset, tmp_path / "a")).run()
     stopped = Trainer(_cfg(demo_dataset, tmp_path / "b", stop_after=2)).run()
     assert (stopped / EMA_FILE).is_file()
-    cache_files = sorted((tmp_path / "b" / CACHE_DIR).glob("episode_*.safetensors"))
+    cache_files = sorted((tmp_path / "b" / CACHE_DIR).glob("*.safetensors"))
     stamps = [p.stat().st_mtime_ns for p in cache_files]
     assert len(cache_files) == 3
     resumed = Trainer(_cfg(demo_dataset, tmp_path / "b", resume=True)).run()
@@ -81,6 +88,40 @@ def test_ema_training_on_cached_features_resumes_exactly_and_deploys_the_average
     Trainer(_cfg(demo_dataset, tmp_path / "c", stop_after=2, ema=False)).run()
     with pytest.raises(ValueError, match="without --ema"):
         Trainer(_cfg(demo_dataset, tmp_path / "c", resume=True)).run()
+
+
+def test_datasets_that_share_episodes_share_their_cached_features(demo_dataset, tmp_path):
+    import shutil
+
+    from tinyvla_ros.data.episodes import load_info, load_stats
+    from tinyvla_ros.data.train import build_policy
+
+    cfg = _cfg(demo_dataset, tmp_path / "run")
+    policy = build_policy(cfg, load_info(demo_dataset), normalizer_from_stats(load_stats(demo_dataset)))
+    root = tmp_path / "shared"
+    first = build_cache(policy, demo_dataset, [0, 1], 1.0, root)
+    files = {p.name: p.stat().st_mtime_ns for p in root.glob("*.safetensors")}
+    assert len(files) == 2
+    # another dataset (here: a copy in another place) holding episodes 0 and 1: nothing recomputed
+    other = tmp_path / "other_dataset"
+    shutil.copytree(demo_dataset, other)
+    again = build_cache(policy, other, [0, 1, 2], 1.0, root)
+    assert {p.name: p.stat().st_mtime_ns for p in root.glob("*.safetensors") if p.name in files} == files
+    assert len(list(root.glob("*.safetensors"))) == 3
+    torch.testing.assert_close(again[1], first[1], rtol=0, atol=0)
+    # an episode whose bytes differ is a different cache entry
+    ep = other / "episodes" / "episode_000000.safetensors"
+    assert episode_key(ep) == episode_key(demo_dataset / "episodes" / "episode_000000.safetensors")
+    ep.write_bytes(ep.read_bytes() + b" ")
+    assert episode_key(ep) != episode_key(demo_dataset / "episodes" / "episode_000000.safetensors")
+    with pytest.raises(ValueError, match="another tower or view"):
+        build_cache(policy, other, [0], 0.9, root)  # another crop
+    (root / "episode_000000.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="older layout"):
+        build_cache(policy, other, [0], 1.0, root)
+    run = Trainer(_cfg(demo_dataset, tmp_path / "run2", feature_cache=str(tmp_path / "shared2"))).run()
+    assert run.is_dir() and len(list((tmp_path / "shared2").glob("*.safetensors"))) == 3
+    assert not (tmp_path / "run2" / CACHE_DIR).exists()
 
 
 def test_ema_and_feature_options_are_checked(demo_dataset, tmp_path):

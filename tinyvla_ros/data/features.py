@@ -5,8 +5,11 @@ With a frozen tower (``config.vision.frozen``, e.g. the ImageNet EfficientNet-Li
 ``tinyvla-train`` runs the tower once over every frame of the chosen episodes (evaluation view:
 the centre crop of ``crop_ratio``, pad to square, resize: what deployment feeds the tower) and
 trains the rest of the model on the stored maps. The cache is written to
-``<run>/feature_cache/`` as one safetensors file per episode (float16 maps (L, N, C, h, w)) and
-reused on ``--resume`` when its description (tower weights, image size, crop, cameras) matches.
+``<run>/feature_cache/`` (or the directory ``tinyvla-train --feature-cache`` names) as one
+safetensors file per episode (float16 maps (L, N, C, h, w)), named by the sha256 of the episode
+file's bytes: reused on ``--resume``, and by any dataset holding the same episode (a dataset
+converted again with more bags, several runs on one dataset) when the cache's description
+(tower weights, image size, crop, cameras) matches.
 
 A sample (``CachedFeatureDataset``) is the episode sample of ``EpisodeDataset`` with
 ``features`` (N, C, h, w) float32 in place of ``images`` (and, with sim-only auxiliary targets,
@@ -44,10 +47,18 @@ def tower_fingerprint(policy: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def describe(policy: Any, dataset: str | Path, crop_ratio: float) -> dict[str, Any]:
+def episode_key(path: str | Path) -> str:
+    """sha256 (24 hex digits) of an episode file's bytes: its cache file's name."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:24]
+
+
+def describe(policy: Any, crop_ratio: float) -> dict[str, Any]:
     c = policy.config
     return {
-        "dataset": str(Path(dataset).resolve()),
         "tower": c.vision.tower,
         "weights": tower_fingerprint(policy),
         "image_size": c.image_size,
@@ -96,29 +107,33 @@ def build_cache(
 
     root = Path(root)
     info = load_info(dataset)
-    desc = describe(policy, dataset, crop_ratio)
+    desc = describe(policy, crop_ratio)
     manifest = root / MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text()) != desc:
+    if any(root.glob("episode_*.safetensors")):
         raise ValueError(
-            f"feature cache {root} was made for another tower, dataset or view ({manifest}); delete it"
+            f"feature cache {root} has the older layout (files named by episode index); delete it"
         )
+    if manifest.is_file() and json.loads(manifest.read_text()) != desc:
+        raise ValueError(f"feature cache {root} was made for another tower or view ({manifest}); delete it")
+    files = {e: Path(dataset) / info.episodes[e]["file"] for e in episodes}
+    paths = {e: root / f"{episode_key(files[e])}.safetensors" for e in episodes}
     if not write:
-        missing = [e for e in episodes if not (root / f"episode_{e:06d}.safetensors").is_file()]
+        missing = [e for e in episodes if not paths[e].is_file()]
         if missing or not manifest.is_file():
             raise FileNotFoundError(f"feature cache {root} lacks episodes {missing} (or its manifest)")
-        return {e: load_file(str(root / f"episode_{e:06d}.safetensors"))["features"] for e in episodes}
+        return {e: load_file(str(paths[e]))["features"] for e in episodes}
     root.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(desc, indent=1) + "\n")
     policy.eval()
     cache: dict[int, torch.Tensor] = {}
-    todo = [e for e in episodes if not (root / f"episode_{e:06d}.safetensors").is_file()]
+    todo = [e for e in episodes if not paths[e].is_file()]
     tick = time.perf_counter()
     for k, e in enumerate(episodes):
-        path = root / f"episode_{e:06d}.safetensors"
+        path = paths[e]
         if path.is_file():
             cache[e] = load_file(str(path))["features"]
             continue
-        maps = episode_features(policy, EpisodeFile(Path(dataset) / info.episodes[e]["file"]), crop_ratio)
+        maps = episode_features(policy, EpisodeFile(files[e]), crop_ratio)
         partial = path.with_suffix(".partial")  # a stop mid-write leaves no truncated cache file
         save_file({"features": maps.contiguous()}, str(partial))
         partial.replace(path)

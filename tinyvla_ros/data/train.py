@@ -95,6 +95,7 @@ class TrainConfig:
     progress: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
     cache_features: bool = True
+    feature_cache: str = ""
     feature_shift: int = 0
     ema: bool = False
     aux_objects: float = 0.0
@@ -325,9 +326,8 @@ def make_cached_loaders(
 
     info = load_info(cfg.dataset)
     train_eps, val_eps = split_episodes(len(info.episodes), cfg.val_fraction, cfg.seed)
-    cache = build_cache(
-        policy, cfg.dataset, train_eps + val_eps, cfg.augment.crop_ratio, out / CACHE_DIR, write=writer
-    )
+    root = Path(cfg.feature_cache) if cfg.feature_cache else out / CACHE_DIR
+    cache = build_cache(policy, cfg.dataset, train_eps + val_eps, cfg.augment.crop_ratio, root, write=writer)
     chunk = policy.config.chunk_len
     aux = None
     if policy.config.aux_dim:  # sim-only object coordinates (data/aux_targets.py)
@@ -882,6 +882,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a frozen tower on every step instead of caching its features once",
     )
     p.add_argument(
+        "--feature-cache",
+        default=d.feature_cache,
+        metavar="DIR",
+        help="the frozen tower's feature cache (default <out>/feature_cache); share one between runs: "
+        "files are named by episode content, so datasets holding the same episodes reuse them",
+    )
+    p.add_argument(
         "--feature-shift", type=int, default=d.feature_shift, help="cached features: random shift (cells)"
     )
     p.add_argument(
@@ -944,7 +951,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
             augment=AugmentConfig(enabled=not args.no_augment, crop_ratio=args.crop_ratio),
             overrides=parse_overrides(args.set), ema=args.ema, ema_power=args.ema_power,
-            cache_features=not args.no_feature_cache, feature_shift=args.feature_shift,
+            cache_features=not args.no_feature_cache, feature_cache=args.feature_cache,
+            feature_shift=args.feature_shift,
             aux_objects=args.aux_objects, state_noise=args.state_noise,
         )  # fmt: skip
         trainer = Trainer(cfg)

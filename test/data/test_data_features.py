@@ -124,6 +124,42 @@ def test_datasets_that_share_episodes_share_their_cached_features(demo_dataset, 
     assert not (tmp_path / "run2" / CACHE_DIR).exists()
 
 
+def test_warm_start_continues_a_trained_checkpoint(demo_dataset, tmp_path):
+    from tinyvla_ros.vla.checkpoint import CheckpointMismatchError
+    from tinyvla_ros.vla.testing import make_tiny_checkpoint
+
+    first = Trainer(_cfg(demo_dataset, tmp_path / "a", aux_objects=1.0)).run()
+    trained = load_file(str(first / "model.safetensors"))
+    # a near-zero learning rate: the warm-started run ends where the checkpoint was
+    again = Trainer(
+        _cfg(
+            demo_dataset,
+            tmp_path / "b",
+            warm_start=str(first),
+            aux_objects=1.0,
+            overrides={},
+            steps=2,
+            lr=1e-12,
+        )
+    ).run()
+    moved = load_file(str(again / "model.safetensors"))
+    assert moved.keys() == trained.keys()
+    for key in trained:
+        torch.testing.assert_close(moved[key], trained[key], rtol=0, atol=1e-6, msg=key)
+    # ... and with a real learning rate it trains on from there (the head moves, the tower does not)
+    on = Trainer(_cfg(demo_dataset, tmp_path / "c", warm_start=str(first), overrides={}, steps=2)).run()
+    moved = load_file(str(on / "model.safetensors"))
+    assert not torch.equal(moved["head.condition.combine.weight"], trained["head.condition.combine.weight"])
+    assert torch.equal(
+        moved["backbone.vision._conv_stem.weight"], trained["backbone.vision._conv_stem.weight"]
+    )
+    with pytest.raises(ValueError, match="no --init, --set or --lora"):
+        _cfg(demo_dataset, tmp_path / "d", warm_start=str(first))  # _cfg sets image_size by --set
+    other = make_tiny_checkpoint(tmp_path / "other", ["zed_left", "zed_right"], 8, 5)
+    with pytest.raises(CheckpointMismatchError, match="action_dim"):
+        Trainer(_cfg(demo_dataset, tmp_path / "e", warm_start=str(other), overrides={})).run()
+
+
 def test_ema_and_feature_options_are_checked(demo_dataset, tmp_path):
     with pytest.raises(ValueError, match="ema_power"):
         _cfg(demo_dataset, tmp_path / "x", ema_power=0.0)

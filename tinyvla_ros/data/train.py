@@ -96,6 +96,7 @@ class TrainConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     cache_features: bool = True
     feature_cache: str = ""
+    warm_start: str = ""
     feature_shift: int = 0
     ema: bool = False
     aux_objects: float = 0.0
@@ -123,6 +124,10 @@ class TrainConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.warm_start and (self.init or self.overrides or self.lora):
+            raise ValueError(
+                "TrainConfig.warm_start continues a trained checkpoint as it is: no --init, --set or --lora"
+            )
         if not (math.isfinite(self.state_noise) and 0 <= self.state_noise <= 10):
             raise ValueError(f"TrainConfig.state_noise must be in [0, 10], got {self.state_noise!r}")
         if not (math.isfinite(self.aux_objects) and 0 <= self.aux_objects <= 100):
@@ -196,6 +201,21 @@ def build_policy(cfg: TrainConfig, info: Any, normalizer: Normalizer) -> Any:
         from tinyvla_ros.data.aux_targets import aux_dim
 
         robot.update(aux_dim=aux_dim(info.robot), aux_weight=cfg.aux_objects)
+    if cfg.warm_start:  # a trained checkpoint, with its own config and normalisation
+        from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+        expected = {k: robot[k] for k in ("camera_names", "state_dim", "action_dim")}
+        policy = TinyVLAPolicy.from_pretrained(cfg.warm_start, expected=expected)
+        if cfg.aux_objects and not policy.config.aux_dim:
+            raise ValueError(
+                f"--aux-objects: the warm-start checkpoint {cfg.warm_start} has no object readout"
+            )
+        if tuple(policy.config.action_names) != tuple(info.action_names):
+            raise ValueError(
+                f"the warm-start checkpoint's action names {list(policy.config.action_names)} are not the "
+                f"dataset's {list(info.action_names)}"
+            )
+        return policy
     if cfg.init:
         from tinyvla_ros.vla.llava_pythia import load_llava_pythia
 
@@ -838,6 +858,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init", default="", help="Llava-Pythia initialiser directory (large presets; implies LoRA)"
     )
+    p.add_argument(
+        "--warm-start",
+        default="",
+        metavar="CHECKPOINT",
+        help="start from this trained checkpoint (its config and normalisation; fresh optimizer and "
+        "schedule), e.g. to fine-tune on added data",
+    )
     p.add_argument("--lora", action="store_true", help="LoRA on the backbone also from scratch")
     p.add_argument("--lora-variant", default=d.lora_variant, choices=("official", "paper"))
     p.add_argument("--steps", type=int, default=d.steps)
@@ -952,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
             augment=AugmentConfig(enabled=not args.no_augment, crop_ratio=args.crop_ratio),
             overrides=parse_overrides(args.set), ema=args.ema, ema_power=args.ema_power,
             cache_features=not args.no_feature_cache, feature_cache=args.feature_cache,
+            warm_start=args.warm_start,
             feature_shift=args.feature_shift,
             aux_objects=args.aux_objects, state_noise=args.state_noise,
         )  # fmt: skip

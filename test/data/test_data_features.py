@@ -114,6 +114,19 @@ def test_datasets_that_share_episodes_share_their_cached_features(demo_dataset, 
     assert episode_key(ep) == episode_key(demo_dataset / "episodes" / "episode_000000.safetensors")
     ep.write_bytes(ep.read_bytes() + b" ")
     assert episode_key(ep) != episode_key(demo_dataset / "episodes" / "episode_000000.safetensors")
+    # the same content with its metadata in another order (safetensors does not keep one) is the same
+    from safetensors import safe_open
+    from safetensors.numpy import load_file as load_np
+    from safetensors.numpy import save_file as save_np
+
+    src = demo_dataset / "episodes" / "episode_000001.safetensors"
+    with safe_open(str(src), "np") as f:
+        meta = f.metadata()
+    flipped = tmp_path / "flipped.safetensors"
+    save_np(load_np(str(src)), str(flipped), metadata=dict(reversed(list(meta.items()))))
+    assert episode_key(flipped) == episode_key(src)
+    save_np(load_np(str(src)), str(flipped), metadata={**meta, "task": "another"})
+    assert episode_key(flipped) != episode_key(src)
     with pytest.raises(ValueError, match="another tower or view"):
         build_cache(policy, other, [0], 0.9, root)  # another crop
     (root / "episode_000000.safetensors").write_bytes(b"")

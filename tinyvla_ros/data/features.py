@@ -7,7 +7,7 @@ the centre crop of ``crop_ratio``, pad to square, resize: what deployment feeds 
 trains the rest of the model on the stored maps. The cache is written to
 ``<run>/feature_cache/`` (or the directory ``tinyvla-train --feature-cache`` names) as one
 safetensors file per episode (float16 maps (L, N, C, h, w)), named by the sha256 of the episode
-file's bytes: reused on ``--resume``, and by any dataset holding the same episode (a dataset
+file's content (``episode_key``): reused on ``--resume``, and by any dataset holding the same episode (a dataset
 converted again with more bags, several runs on one dataset) when the cache's description
 (tower weights, image size, crop, cameras) matches.
 
@@ -48,9 +48,19 @@ def tower_fingerprint(policy: Any) -> str:
 
 
 def episode_key(path: str | Path) -> str:
-    """sha256 (24 hex digits) of an episode file's bytes: its cache file's name."""
+    """sha256 (24 hex digits) of an episode file's content: its cache file's name.
+
+    The safetensors header (tensor names, shapes, offsets, metadata) is hashed with its keys
+    sorted, then the data bytes: a file's metadata order is not stable between writes of the
+    same episode (converting a bag again gives the same key).
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
+        size = f.read(8)
+        if len(size) != 8:
+            raise ValueError(f"{path} is not a safetensors file (too short)")
+        header = json.loads(f.read(int.from_bytes(size, "little")))
+        digest.update(json.dumps(header, sort_keys=True).encode())
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()[:24]

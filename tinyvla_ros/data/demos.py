@@ -123,6 +123,7 @@ class DemoConfig:
     expert restarts its script from that state (``sim.experts.recovery_expert``) and only that
     part is recorded. The bag starts at the takeover state: the states the policy's own errors
     lead to, labelled with the expert's way back. "": the expert drives from the start.
+    num_threads: the policy's torch CPU threads (0: torch's default).
     """
 
     setup: str = "franka"

@@ -196,7 +196,7 @@ class LatencyRunner:
     def episode(self, mode: str, task: str, seed: int, latency: float, limit: float) -> Trace:
         from tinyvla_ros.core.chunking import ChunkExecutor, inpaint_prefix
         from tinyvla_ros.core.control import ControlConfig
-        from tinyvla_ros.data.evaluate import split_action
+        from tinyvla_ros.data.demos import split_action
 
         control = ControlConfig.from_params(self.exec_params, execution_mode=mode or None)
         action_names = list(self.params["action_names"])

@@ -9,8 +9,14 @@ import pytest
 
 from tinyvla_ros.data.bag import BagReader
 from tinyvla_ros.data.convert import BagLayout
-from tinyvla_ros.data.demos import ACTION_TOPIC, DemoConfig, _action_vector, parse_seeds, setup_layout
-from tinyvla_ros.data.evaluate import split_action
+from tinyvla_ros.data.demos import (
+    ACTION_TOPIC,
+    DemoConfig,
+    _action_vector,
+    parse_seeds,
+    setup_layout,
+    split_action,
+)
 from tinyvla_ros.data.messages import stamp_ns
 
 pytestmark = pytest.mark.sim

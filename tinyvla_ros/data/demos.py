@@ -209,6 +209,22 @@ def _action_vector(env: Any, q: np.ndarray, grip: dict[str, float], names: Seque
     return np.asarray([values[n] for n in names], dtype=np.float64)
 
 
+def split_action(action: np.ndarray, names: Sequence[str], env: Any) -> tuple[np.ndarray, dict[str, float]]:
+    """(A,) action in ``names`` order -> ((Na,) arm joint targets in the env's command order,
+    {arm: gripper 0..1}). Gripper entries are '<arm>_gripper', or 'gripper' for a single arm."""
+    index = {n: i for i, n in enumerate(names)}
+    q, grip = [], {}
+    for arm in env.arms:
+        for joint in env.arm_joint_names[arm]:
+            if joint not in index:
+                raise ValueError(f"action names {list(names)} lack joint {joint!r} of arm {arm!r}")
+            q.append(action[index[joint]])
+        key = f"{arm}_gripper" if f"{arm}_gripper" in index else "gripper" if len(env.arms) == 1 else None
+        if key is not None and key in index:
+            grip[arm] = float(np.clip(action[index[key]], 0.0, 1.0))
+    return np.asarray(q, dtype=np.float64), grip
+
+
 def _declare_topics(bag: BagWriter, layout: BagLayout) -> None:
     for topic in layout.cameras.values():
         bag.add_topic(topic, IMAGE, CAMERA_QOS)
@@ -264,7 +280,6 @@ class PolicyDriver:
 
     def drive(self, env: Any, seed: int) -> tuple[int, str]:
         """Run the policy from the reset state; returns (steps driven, why it stopped)."""
-        from tinyvla_ros.data.evaluate import split_action
         from tinyvla_ros.sim.experts import OPEN, make_expert
 
         # stop at the policy's first close where the script opens the gripper first (a grasp

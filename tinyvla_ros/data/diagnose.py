@@ -24,8 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from tinyvla_ros.data.demos import SETUPS, _action_vector, camera_size, graph_parameters, setup_layout
-from tinyvla_ros.data.evaluate import split_action
+from tinyvla_ros.data.demos import (
+    SETUPS,
+    _action_vector,
+    camera_size,
+    graph_parameters,
+    setup_layout,
+    split_action,
+)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,22 +116,6 @@ class EvalResults:
         mean = float(np.mean(list(rates.values()))) if rates else 0.0
         lines.append(f"| **mean** | {len(self.episodes)} | {100 * mean:.1f}% | | | |")
         return "\n".join(lines)
-
-
-def split_action(action: np.ndarray, names: Sequence[str], env: Any) -> tuple[np.ndarray, dict[str, float]]:
-    """(A,) action in ``names`` order -> ((Na,) arm joint targets in the env's command order,
-    {arm: gripper 0..1}). Gripper entries are '<arm>_gripper', or 'gripper' for a single arm."""
-    index = {n: i for i, n in enumerate(names)}
-    q, grip = [], {}
-    for arm in env.arms:
-        for joint in env.arm_joint_names[arm]:
-            if joint not in index:
-                raise ValueError(f"action names {list(names)} lack joint {joint!r} of arm {arm!r}")
-            q.append(action[index[joint]])
-        key = f"{arm}_gripper" if f"{arm}_gripper" in index else "gripper" if len(env.arms) == 1 else None
-        if key is not None and key in index:
-            grip[arm] = float(np.clip(action[index[key]], 0.0, 1.0))
-    return np.asarray(q, dtype=np.float64), grip
 
 
 class PolicyRunner:

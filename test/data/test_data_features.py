@@ -168,6 +168,12 @@ def test_warm_start_continues_a_trained_checkpoint(demo_dataset, tmp_path):
     )
     with pytest.raises(ValueError, match="no --init, --set or --lora"):
         _cfg(demo_dataset, tmp_path / "d", warm_start=str(first))  # _cfg sets image_size by --set
+    with pytest.raises(ValueError, match="centre crop"):
+        Trainer(
+            _cfg(
+                demo_dataset, tmp_path / "f", warm_start=str(first), overrides={}, augment={"crop_ratio": 0.8}
+            )
+        )
     other = make_tiny_checkpoint(tmp_path / "other", ["zed_left", "zed_right"], 8, 5)
     with pytest.raises(CheckpointMismatchError, match="action_dim"):
         Trainer(_cfg(demo_dataset, tmp_path / "e", warm_start=str(other), overrides={})).run()

@@ -210,6 +210,11 @@ def build_policy(cfg: TrainConfig, info: Any, normalizer: Normalizer) -> Any:
             raise ValueError(
                 f"--aux-objects: the warm-start checkpoint {cfg.warm_start} has no object readout"
             )
+        if abs(float(policy.config.center_crop) - cfg.augment.crop_ratio) > 1e-9:
+            raise ValueError(
+                f"--crop-ratio {cfg.augment.crop_ratio} is not the warm-start checkpoint's centre crop "
+                f"{policy.config.center_crop}: the deployed view would differ from the trained one"
+            )
         if tuple(policy.config.action_names) != tuple(info.action_names):
             raise ValueError(
                 f"the warm-start checkpoint's action names {list(policy.config.action_names)} are not the "

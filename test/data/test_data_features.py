@@ -137,7 +137,7 @@ def test_datasets_that_share_episodes_share_their_cached_features(demo_dataset, 
     assert not (tmp_path / "run2" / CACHE_DIR).exists()
 
 
-def test_warm_start_continues_a_trained_checkpoint(demo_dataset, tmp_path):
+def test_warm_start_continues_a_trained_checkpoint(demo_dataset, tmp_path, capsys):
     from tinyvla_ros.vla.checkpoint import CheckpointMismatchError
     from tinyvla_ros.vla.testing import make_tiny_checkpoint
 
@@ -156,6 +156,7 @@ def test_warm_start_continues_a_trained_checkpoint(demo_dataset, tmp_path):
         )
     ).run()
     moved = load_file(str(again / "model.safetensors"))
+    assert "leave the warm-start checkpoint's range" not in capsys.readouterr().err  # the same data
     assert moved.keys() == trained.keys()
     for key in trained:
         torch.testing.assert_close(moved[key], trained[key], rtol=0, atol=1e-6, msg=key)
@@ -168,6 +169,14 @@ def test_warm_start_continues_a_trained_checkpoint(demo_dataset, tmp_path):
     )
     with pytest.raises(ValueError, match="no --init, --set or --lora"):
         _cfg(demo_dataset, tmp_path / "d", warm_start=str(first))  # _cfg sets image_size by --set
+    from tinyvla_ros.data.episodes import load_info, load_stats
+    from tinyvla_ros.data.train import build_policy
+    from tinyvla_ros.vla.normalize import Normalizer
+
+    info, base = load_info(demo_dataset), normalizer_from_stats(load_stats(demo_dataset))
+    wide = Normalizer(base.action_low - 1.0, base.action_high, base.state_mean, base.state_std)
+    build_policy(_cfg(demo_dataset, tmp_path / "g", warm_start=str(first), overrides={}), info, wide)
+    assert "leave the warm-start checkpoint's range" in capsys.readouterr().err
     with pytest.raises(ValueError, match="centre crop"):
         Trainer(
             _cfg(

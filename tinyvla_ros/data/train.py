@@ -220,6 +220,25 @@ def build_policy(cfg: TrainConfig, info: Any, normalizer: Normalizer) -> Any:
                 f"the warm-start checkpoint's action names {list(policy.config.action_names)} are not the "
                 f"dataset's {list(info.action_names)}"
             )
+        old = policy.normalizer
+        wider = [
+            name
+            for name, lo, hi, old_lo, old_hi in zip(
+                info.action_names,
+                normalizer.action_low,
+                normalizer.action_high,
+                old.action_low,
+                old.action_high,
+                strict=True,
+            )
+            if lo < old_lo or hi > old_hi
+        ]
+        if wider:  # the sampler clips to the checkpoint's range: such actions cannot be produced
+            print(
+                f"warning: the dataset's actions {wider} leave the warm-start checkpoint's range; "
+                "its normalisation is kept, so the policy cannot reach them (train from scratch to widen it)",
+                file=sys.stderr,
+            )
         return policy
     if cfg.init:
         from tinyvla_ros.vla.llava_pythia import load_llava_pythia

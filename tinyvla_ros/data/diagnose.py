@@ -74,15 +74,22 @@ class HandKinematics:
         self.env.close()
 
 
-def expert_path(env: Any, task: str, seed: int, names: Sequence[str], state_cols: Sequence[int], cameras):
-    """Run the expert on (task, seed); -> (observations [(images, state)], (L, A) actions)."""
+def expert_path(
+    env: Any, task: str, seed: int, names: Sequence[str], state_cols: Sequence[int], cameras, every: int = 1
+):
+    """Run the expert on (task, seed); -> ({step: (images, state)} at every ``every``-th step, (L, A)
+    actions). Only the steps a chunk is asked at are rendered."""
     from tinyvla_ros.sim.experts import make_expert
 
     env.reset(task, seed)
     expert = make_expert(env)
-    observations, actions = [], []
+    observations, actions = {}, []
     while not expert.done:
-        observations.append(([env.render(c) for c in cameras], env.joint_positions()[list(state_cols)]))
+        if len(actions) % every == 0:
+            observations[len(actions)] = (
+                [env.render(c) for c in cameras],
+                env.joint_positions()[list(state_cols)],
+            )
         q, grip = expert.act(env)
         actions.append(_action_vector(env, q, grip, names))
         env.set_joint_position_targets(q)
@@ -132,7 +139,7 @@ def diagnose(
         for task in tasks:
             for seed in seeds:
                 observations, actions = expert_path(
-                    env, task, int(seed), names, state_cols, list(params["camera_names"])
+                    env, task, int(seed), names, state_cols, list(params["camera_names"]), every
                 )
                 check = EpisodeCheck(task, int(seed), first_grasp(actions, names))
                 for k in range(0, check.grasp_step, every):

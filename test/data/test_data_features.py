@@ -275,6 +275,50 @@ def test_object_slots_feed_the_readout_to_the_head_and_the_simulator_positions_i
         dataclasses.replace(c, aux_dim=0)
 
 
+def test_slot_bottleneck_lets_the_keypoints_reach_the_head_only_through_the_readout(demo_dataset, tmp_path):
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    overrides = {"image_size": 64, "object_slots": True, "object_slot_noise": 0.0, "slot_bottleneck": True}
+    final = Trainer(_cfg(demo_dataset, tmp_path / "b", aux_objects=1.0, ema=False, overrides=overrides)).run()
+    policy = TinyVLAPolicy.from_pretrained(final)
+    c = policy.config
+    assert c.slot_bottleneck and c.cond_dim == c.llm.hidden_size + c.state_dim + c.aux_dim
+    b, h = 3, c.llm.hidden_size
+    ids, mask = policy.tokenize_batch(["pick up the red cube"] * b)
+    state = torch.randn(b, c.state_dim)
+    maps = torch.randn(b, c.num_cameras, c.vision.feature_channels, 8, 8)
+    spatial = list(policy.head.condition.spatial.parameters())
+    with torch.no_grad():
+        cond = policy.encode_features(maps, ids, mask, state)
+        for p in spatial:  # other keypoints: the head's input changes in the readout alone
+            p.add_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        moved = policy.encode_features(maps, ids, mask, state)
+    assert cond.shape == (b, c.cond_dim)
+    assert torch.allclose(cond[:, h : h + c.state_dim], state)  # the state itself, not a mix of it
+    assert not torch.allclose(cond[:, -c.aux_dim :], moved[:, -c.aux_dim :], atol=1e-3)
+    assert torch.equal(cond[:, : -c.aux_dim], moved[:, : -c.aux_dim])
+    # the diffusion loss cannot train the keypoints: the head reads teacher slots where the mask is
+    # set and the detached readout elsewhere; only the auxiliary loss moves them
+    batch = {
+        "features": maps,
+        "input_ids": ids,
+        "attention_mask": mask,
+        "state": torch.zeros(b, c.state_dim),
+        "actions": torch.zeros(b, c.chunk_len, c.action_dim),
+        "aux": torch.zeros(b, c.aux_dim),
+        "aux_mask": torch.tensor([True, False, True]),
+    }
+    policy.train()
+    terms = policy(batch, generator=torch.Generator().manual_seed(0), return_terms=True)
+    terms["mse_sum"].backward(retain_graph=True)
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in spatial)
+    assert policy.head.unet.final[1].weight.grad.abs().sum() > 0
+    terms["aux_sum"].backward()
+    assert sum(float(p.grad.abs().sum()) for p in spatial if p.grad is not None) > 0
+    with pytest.raises(ValueError, match="slot_bottleneck needs object_slots"):
+        dataclasses.replace(c, object_slots=False)
+
+
 def test_state_noise_is_seeded_changes_training_and_is_checked(demo_dataset, tmp_path):
     def weights(name, **kw):
         final = Trainer(_cfg(demo_dataset, tmp_path / name, ema=False, steps=2, **kw)).run()

@@ -1,5 +1,6 @@
 """Every engine runs the spatial condition (cpu-lite0: frozen EfficientNet-Lite0 + keypoints), with
-and without the object slots (the readout of object positions appended to the condition)."""
+and without the object slots (the readout of object positions appended to the condition), and
+with the slot bottleneck (the head reads the instruction, the state and the readout only)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ FRANKA_CAMERAS = ("zed_left", "zed_right")
 
 
 SLOTS = {"aux_dim": 10, "aux_weight": 1.0, "object_slots": True}
+BOTTLENECK = {**SLOTS, "slot_bottleneck": True}
 
 
-@pytest.fixture(scope="module", params=[{}, SLOTS], ids=["keypoints", "object_slots"])
+@pytest.fixture(
+    scope="module", params=[{}, SLOTS, BOTTLENECK], ids=["keypoints", "object_slots", "slot_bottleneck"]
+)
 def lite0_ckpt(tmp_path_factory, request):
     from tinyvla_ros.vla.testing import make_tiny_checkpoint
 
@@ -32,6 +36,7 @@ def lite0_ckpt(tmp_path_factory, request):
     )
     config = json.loads((directory / "config.json").read_text())
     assert config.get("object_slots", False) == bool(request.param)
+    assert config.get("slot_bottleneck", False) == ("slot_bottleneck" in request.param)
     export_checkpoint(directory, ExportConfig(graphs=("encoder", "denoiser", "denoise_step")))
     return directory
 

@@ -285,6 +285,11 @@ class TinyVLAConfig:
     Training feeds the head the simulator's positions plus Gaussian noise of std
     object_slot_noise (normalised units, 0.15 m each) on the steps that have them (teacher
     forcing), the readout elsewhere; inference always the readout (sim-only supervision).
+    slot_bottleneck (with object_slots): the head reads only the pooled LLM embedding (the
+    instruction), the state and the object readout: (H + Ds + aux_dim) numbers. The keypoints
+    reach it through the readout alone, which learns from the auxiliary loss, so the head cannot
+    lean on image features that track the arm's own motion (the copycat shortcut of behaviour
+    cloning); measured in models/README (run 13).
     timestep_spacing: DDIM's inference steps ("leading": diffusers' default, sampling starts at
     t = 90 of 100 with 10 steps; "trailing" starts at t = 99, the fully noised end).
     """
@@ -308,6 +313,7 @@ class TinyVLAConfig:
     aux_weight: float = 0.0
     object_slots: bool = False
     object_slot_noise: float = 0.1
+    slot_bottleneck: bool = False
     prompt_template: str = DEFAULT_PROMPT
     max_text_tokens: int = 64
     tokenizer: str = "external"
@@ -334,6 +340,13 @@ class TinyVLAConfig:
         _check_float("config", "object_slot_noise", self.object_slot_noise, 0.0, 10.0)
         if self.object_slots and not self.aux_dim:
             raise ValueError("config.object_slots needs aux_dim > 0 (the readout it feeds the head)")
+        if not isinstance(self.slot_bottleneck, bool):
+            raise ValueError(f"config.slot_bottleneck must be true or false, got {self.slot_bottleneck!r}")
+        if self.slot_bottleneck and not (self.object_slots and self.spatial_keypoints):
+            raise ValueError(
+                "config.slot_bottleneck needs object_slots and spatial_keypoints > 0 (the readout of the "
+                "keypoints is what the head reads)"
+            )
         _check_choice("config", "tokenizer", self.tokenizer, TOKENIZERS)
         if not isinstance(self.projector_type, str) or not _PROJECTOR_RE.match(self.projector_type):
             raise ValueError(
@@ -440,7 +453,10 @@ class TinyVLAConfig:
     @property
     def cond_dim(self) -> int:
         """Size of the condition vector handed to the head: the LLM hidden size, plus aux_dim object
-        coordinates with object_slots."""
+        coordinates with object_slots; with slot_bottleneck the pooled embedding, the state and the
+        object coordinates (H + Ds + aux_dim)."""
+        if self.slot_bottleneck:
+            return self.llm.hidden_size + self.state_dim + self.aux_dim
         return self.llm.hidden_size + (self.aux_dim if self.object_slots else 0)
 
     # ----------------------------------------------------------------- (de)serialisation

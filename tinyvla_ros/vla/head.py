@@ -154,6 +154,8 @@ class ObservationCondition(nn.Module):
     keypoints K > 0: one SpatialKeypoints per camera (``spatial``) turns that camera's feature
     map into K (x, y) keypoints, concatenated (camera order) between the pooled embedding and
     the state; K = 0 is the paper's condition exactly (same modules and parameter names).
+    bottleneck (config.slot_bottleneck): the output is (pooled, state, mixed) (B, 2H + Ds); the
+    policy turns the mixed part into the object readout, and the head sees no keypoint directly.
     """
 
     def __init__(
@@ -164,9 +166,11 @@ class ObservationCondition(nn.Module):
         keypoints: int = 0,
         cameras: int = 0,
         feature_channels: int = 0,
+        bottleneck: bool = False,
     ) -> None:
         super().__init__()
         self.pooling = pooling
+        self.bottleneck = bottleneck
         self.keypoints = keypoints
         self.norm = nn.LayerNorm(hidden)
         if keypoints:
@@ -200,8 +204,12 @@ class ObservationCondition(nn.Module):
             if maps is None:
                 raise ValueError("this condition has spatial keypoints: it needs the feature maps")
             parts.append(self.spatial_features(maps).to(pooled.dtype))  # (B, 2NK)
-        parts.append(state_norm.to(pooled.dtype))
-        return self.combine(torch.cat(parts, dim=-1))  # (B, H)
+        state = state_norm.to(pooled.dtype)
+        parts.append(state)
+        mixed = self.combine(torch.cat(parts, dim=-1))  # (B, H)
+        if self.bottleneck:
+            return torch.cat([pooled, state, mixed], dim=-1)  # (B, 2H + Ds)
+        return mixed
 
 
 class ActionHead(nn.Module):
@@ -217,6 +225,7 @@ class ActionHead(nn.Module):
             c.spatial_keypoints,
             c.num_cameras,
             c.vision.feature_channels,
+            c.slot_bottleneck,
         )
         self.unet = ConditionalUnet1D(c.action_dim, c.cond_dim, c.head)  # object slots included
         if c.aux_dim:  # sim-only auxiliary readout (training): condition -> object coordinates

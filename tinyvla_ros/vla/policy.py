@@ -219,9 +219,15 @@ class TinyVLAPolicy(nn.Module):
         return self._with_slots(self.head.condition(hidden, token_mask, state_norm, maps))  # (B, C)
 
     def _with_slots(self, condition: torch.Tensor) -> torch.Tensor:
-        """config.object_slots: (B, H) -> (B, H + aux_dim), the object readout appended; else as is."""
+        """config.object_slots: (B, H) -> (B, H + aux_dim), the object readout appended; with
+        slot_bottleneck (B, 2H + Ds) -> (B, H + Ds + aux_dim): (pooled, state, readout of the mixed
+        part); else as is."""
         if not self.config.object_slots:
             return condition
+        if self.config.slot_bottleneck:
+            h = self.config.llm.hidden_size
+            base, mixed = condition[:, :-h], condition[:, -h:]
+            return torch.cat([base, self.head.aux(mixed)], dim=-1)
         return torch.cat([condition, self.head.aux(condition)], dim=-1)
 
     def denoise(

@@ -315,8 +315,34 @@ def test_slot_bottleneck_lets_the_keypoints_reach_the_head_only_through_the_read
     assert policy.head.unet.final[1].weight.grad.abs().sum() > 0
     terms["aux_sum"].backward()
     assert sum(float(p.grad.abs().sum()) for p in spatial if p.grad is not None) > 0
+    # which steps the head is taught the simulator's positions on: the row without aux_mask gets
+    # the readout under "before_grasp", the positions (here 0, no noise) under "episode"
+    seen = []
+    policy.head.unet.register_forward_hook(
+        lambda m, args, out: seen.append(args[2][:, -c.aux_dim :].detach())
+    )
+    for teacher in ("before_grasp", "episode"):
+        policy.config = dataclasses.replace(c, object_slot_teacher=teacher)
+        with torch.no_grad():
+            policy(batch, generator=torch.Generator().manual_seed(0))
+    (before, episode) = seen
+    assert before[[0, 2]].abs().sum() == 0 and before[1].abs().sum() > 0
+    assert episode.abs().sum() == 0
     with pytest.raises(ValueError, match="slot_bottleneck needs object_slots"):
         dataclasses.replace(c, object_slots=False)
+    with pytest.raises(ValueError, match="object_slot_teacher"):
+        dataclasses.replace(c, object_slot_teacher="always")
+    # pooled_detach: the action loss no longer reaches the language model through the pooled input
+    llm = [p for p in policy.backbone.parameters() if p.requires_grad]
+    for detach in (False, True):
+        policy.zero_grad(set_to_none=True)
+        policy.head.condition.detach_pooled = detach
+        policy(batch, generator=torch.Generator().manual_seed(0), return_terms=True)["mse_sum"].backward()
+        reached = sum(float(p.grad.abs().sum()) for p in llm if p.grad is not None)
+        assert (reached == 0) == detach, (detach, reached)
+    assert dataclasses.replace(c, pooled_detach=True).cond_dim == c.cond_dim
+    with pytest.raises(ValueError, match="pooled_detach needs slot_bottleneck"):
+        dataclasses.replace(c, slot_bottleneck=False, object_slots=True, pooled_detach=True)
 
 
 def test_state_noise_is_seeded_changes_training_and_is_checked(demo_dataset, tmp_path):

@@ -30,6 +30,7 @@ VISION_TOWERS = ("clip", "efficientnet_lite0", "conv")
 # EfficientNet-Lite0 feature channels at each output stride offered (vla/vision.py).
 EFFICIENTNET_CHANNELS = {8: 40, 16: 112}
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+SLOT_TEACHER = ("before_grasp", "episode")
 TOKENIZERS = ("tiny", "external")
 LORA_VARIANTS = ("official", "paper")
 # LoRA targets (module-name suffixes) of the two variants (see tinyvla.md "LoRA").
@@ -290,6 +291,13 @@ class TinyVLAConfig:
     reach it through the readout alone, which learns from the auxiliary loss, so the head cannot
     lean on image features that track the arm's own motion (the copycat shortcut of behaviour
     cloning); measured in models/README (run 13).
+    pooled_detach (with slot_bottleneck): the pooled embedding enters the head detached, so the
+    action loss trains the head alone and cannot shape the vision-language pathway into a second
+    channel beside the readout (runs 13-14 had it attached: the head leaned on it, models/README).
+    object_slot_teacher: which training steps give the head the simulator's positions (+ noise)
+    instead of the readout: "before_grasp" (the auxiliary loss's steps, before the first grasp and
+    at most 40% of an episode) or "episode" (every step: the positions the scene started with, as a
+    head trained on known poses; the auxiliary loss keeps its steps).
     timestep_spacing: DDIM's inference steps ("leading": diffusers' default, sampling starts at
     t = 90 of 100 with 10 steps; "trailing" starts at t = 99, the fully noised end).
     """
@@ -314,6 +322,8 @@ class TinyVLAConfig:
     object_slots: bool = False
     object_slot_noise: float = 0.1
     slot_bottleneck: bool = False
+    object_slot_teacher: str = "before_grasp"
+    pooled_detach: bool = False
     prompt_template: str = DEFAULT_PROMPT
     max_text_tokens: int = 64
     tokenizer: str = "external"
@@ -340,8 +350,15 @@ class TinyVLAConfig:
         _check_float("config", "object_slot_noise", self.object_slot_noise, 0.0, 10.0)
         if self.object_slots and not self.aux_dim:
             raise ValueError("config.object_slots needs aux_dim > 0 (the readout it feeds the head)")
+        _check_choice("config", "object_slot_teacher", self.object_slot_teacher, SLOT_TEACHER)
         if not isinstance(self.slot_bottleneck, bool):
             raise ValueError(f"config.slot_bottleneck must be true or false, got {self.slot_bottleneck!r}")
+        if not isinstance(self.pooled_detach, bool):
+            raise ValueError(f"config.pooled_detach must be true or false, got {self.pooled_detach!r}")
+        if self.pooled_detach and not self.slot_bottleneck:
+            raise ValueError(
+                "config.pooled_detach needs slot_bottleneck (it detaches the head's pooled input)"
+            )
         if self.slot_bottleneck and not (self.object_slots and self.spatial_keypoints):
             raise ValueError(
                 "config.slot_bottleneck needs object_slots and spatial_keypoints > 0 (the readout of the "

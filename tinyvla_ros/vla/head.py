@@ -167,10 +167,12 @@ class ObservationCondition(nn.Module):
         cameras: int = 0,
         feature_channels: int = 0,
         bottleneck: bool = False,
+        detach_pooled: bool = False,
     ) -> None:
         super().__init__()
         self.pooling = pooling
         self.bottleneck = bottleneck
+        self.detach_pooled = detach_pooled
         self.keypoints = keypoints
         self.norm = nn.LayerNorm(hidden)
         if keypoints:
@@ -208,7 +210,8 @@ class ObservationCondition(nn.Module):
         parts.append(state)
         mixed = self.combine(torch.cat(parts, dim=-1))  # (B, H)
         if self.bottleneck:
-            return torch.cat([pooled, state, mixed], dim=-1)  # (B, 2H + Ds)
+            head_pooled = pooled.detach() if self.detach_pooled else pooled
+            return torch.cat([head_pooled, state, mixed], dim=-1)  # (B, 2H + Ds)
         return mixed
 
 
@@ -226,6 +229,7 @@ class ActionHead(nn.Module):
             c.num_cameras,
             c.vision.feature_channels,
             c.slot_bottleneck,
+            c.pooled_detach,
         )
         self.unet = ConditionalUnet1D(c.action_dim, c.cond_dim, c.head)  # object slots included
         if c.aux_dim:  # sim-only auxiliary readout (training): condition -> object coordinates

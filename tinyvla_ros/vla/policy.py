@@ -399,8 +399,11 @@ class TinyVLAPolicy(nn.Module):
         aux = self.config.aux_dim and self.config.aux_weight and "aux" in batch
         head_condition = condition
         if self.config.object_slots and "aux" in batch:
+            teach = batch["aux_mask"]
+            if self.config.object_slot_teacher == "episode":  # every step of a simulated episode
+                teach = torch.ones_like(torch.as_tensor(teach), dtype=torch.bool)
             head_condition = self._teacher_slots(
-                condition, batch["aux"], batch["aux_mask"], generator, batch.get("slot_noise")
+                condition, batch["aux"], teach, generator, batch.get("slot_noise")
             )
         eps = self.denoise(noisy, steps, head_condition).float()
         if return_terms:

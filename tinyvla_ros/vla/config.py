@@ -288,9 +288,8 @@ class TinyVLAConfig:
     forcing), the readout elsewhere; inference always the readout (sim-only supervision).
     slot_bottleneck (with object_slots): the head reads only the pooled LLM embedding (the
     instruction), the state and the object readout: (H + Ds + aux_dim) numbers. The keypoints
-    reach it through the readout alone, which learns from the auxiliary loss, so the head cannot
-    lean on image features that track the arm's own motion (the copycat shortcut of behaviour
-    cloning); measured in models/README (run 13).
+    reach it through the readout alone, which learns from the auxiliary loss (the pooled embedding
+    still sees the images, and runs 13-15 of models/README measured the head leaning on it).
     pooled_detach (with slot_bottleneck): the pooled embedding enters the head detached, so the
     action loss trains the head alone and cannot shape the vision-language pathway into a second
     channel beside the readout (runs 13-14 had it attached: the head leaned on it, models/README).

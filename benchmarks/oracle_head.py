@@ -38,11 +38,10 @@ CHUNK = 16
 
 
 def cube_xy(env) -> np.ndarray:
-    from tinyvla_ros.data.aux_targets import CENTRE, SCALE
+    """The red cube's normalised xy now (the first two auxiliary targets: data/aux_targets.py)."""
+    from tinyvla_ros.data.aux_targets import scene_targets
 
-    return ((np.asarray(env.task_state()["red_cube_pos"][:2]) - np.asarray(CENTRE["franka"])) / SCALE).astype(
-        np.float32
-    )
+    return scene_targets(env)[:2]
 
 
 def load_samples(dataset: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:

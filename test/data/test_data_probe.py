@@ -58,3 +58,26 @@ def test_probe_command_errors(capsys):
     assert "neither a preset" in capsys.readouterr().err
     with pytest.raises(ValueError, match="held_out"):
         ProbeConfig(target="cpu-lite0", scenes=30, held_out=25)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"aux_dim": 10, "object_slots": True}, {"aux_dim": 10, "object_slots": True, "slot_bottleneck": True}],
+    ids=["object_slots", "slot_bottleneck"],
+)
+def test_probe_reads_the_condition_the_head_reads(overrides):
+    """With object slots the head's condition is wider than the mixed part (the readout appended, or
+    pooled + state + readout): the probe trains on that whole condition (it used to crash on it)."""
+    torch.set_num_threads(1)
+    cfg = ProbeConfig(
+        target="cpu-lite0",
+        scenes=20,
+        held_out=10,
+        steps=2,
+        image_width=64,
+        image_height=48,
+        overrides=overrides,
+    )
+    policy = build_policy(cfg)[0]
+    result = run_probe(cfg, render_scenes(cfg, policy))
+    assert np.isfinite(result["condition_trained_cm"]) and np.isfinite(result["condition_linear_cm"])

@@ -38,13 +38,18 @@ def aux_dim(setup: str) -> int:
     return 2 * len(OBJECTS[setup])
 
 
-def episode_targets(env, task: str, seed: int) -> np.ndarray:
-    """Normalised object xy (aux_dim,) of the scene ``(task, seed)``."""
-    env.reset(task, seed)
+def scene_targets(env) -> np.ndarray:
+    """Normalised object xy (aux_dim,) where the objects are now in ``env``."""
     state = env.task_state()
     centre = np.asarray(CENTRE[env.setup])
     xy = [(np.asarray(state[key][:2]) - centre) / SCALE for key in OBJECTS[env.setup]]
     return np.concatenate(xy).astype(np.float32)
+
+
+def episode_targets(env, task: str, seed: int) -> np.ndarray:
+    """Normalised object xy (aux_dim,) of the scene ``(task, seed)``."""
+    env.reset(task, seed)
+    return scene_targets(env)
 
 
 def aux_steps(action: np.ndarray, gripper_column: int, max_fraction: float) -> int:

@@ -37,15 +37,28 @@ TASK = "pick_red_cube"
 CHUNK = 16
 
 
-def cube_xy(env) -> np.ndarray:
-    """The red cube's normalised xy now (the first two auxiliary targets: data/aux_targets.py)."""
-    from tinyvla_ros.data.aux_targets import scene_targets
+def positions(env, inputs: str, task: str) -> np.ndarray:
+    """The red cube's normalised xy now (``red``: the first two auxiliary targets,
+    data/aux_targets.py), every object's (``all``: the 10 targets) or the instructed object's and
+    its destination's (``instructed``: 4)."""
+    from tinyvla_ros.data.aux_targets import instructed, scene_targets
 
-    return scene_targets(env)[:2]
+    xy = scene_targets(env)
+    if inputs == "instructed":
+        return instructed(xy, "franka", task)
+    return xy[:2] if inputs == "red" else xy
 
 
-def load_samples(dataset: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """(states (n, Ds), cube xy (n, 2), action chunks (n, T, Da), episodes) of the pick episodes."""
+def task_code(task: str, tasks: list[str]) -> np.ndarray:
+    """One-hot of ``task`` among ``tasks`` (empty for a single task)."""
+    return np.eye(len(tasks), dtype=np.float32)[tasks.index(task)] if len(tasks) > 1 else np.zeros(0, np.float32)
+
+
+def load_samples(
+    dataset: str, tasks: list[str], inputs: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(states (n, Ds), positions [+ task one-hot] (n, P), action chunks (n, T, Da), episodes) of
+    the episodes of ``tasks``."""
     from tinyvla_ros.data.episodes import EpisodeFile, load_info
     from tinyvla_ros.sim import make_env
 
@@ -54,20 +67,22 @@ def load_samples(dataset: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     states, poses, chunks, count = [], [], [], 0
     try:
         for entry in info.episodes:
-            if entry.get("task") != TASK:
+            task = entry.get("task")
+            if task not in tasks:
                 continue
-            env.reset(TASK, int(re.search(r"seed(\d+)", entry["source"]).group(1)))
+            env.reset(task, int(re.search(r"seed(\d+)", entry["source"]).group(1)))
             episode = EpisodeFile(Path(dataset) / entry["file"])
             state, action = np.asarray(episode.state), np.asarray(episode.action)
             idx = np.minimum(np.arange(len(action))[:, None] + np.arange(CHUNK)[None], len(action) - 1)
             states.append(state)
             chunks.append(action[idx])  # the last action repeated past the end
-            poses.append(np.repeat(cube_xy(env)[None], len(action), 0))
+            code = np.concatenate([positions(env, inputs, task), task_code(task, tasks)])
+            poses.append(np.repeat(code[None], len(action), 0))
             count += 1
     finally:
         env.close()
     if not count:
-        raise SystemExit(f"{dataset} has no {TASK} episodes")
+        raise SystemExit(f"{dataset} has no {tasks} episodes")
     return (*(torch.from_numpy(np.concatenate(x)).float() for x in (states, poses, chunks)), count)
 
 
@@ -94,6 +109,12 @@ def main() -> None:
     p.add_argument("--train-noise", type=float, default=0.0, help="m of Gaussian noise on training positions")
     p.add_argument("--readout", default="", help="checkpoint whose object readout gives the position")
     p.add_argument("--seeds", default="1000-1019")
+    p.add_argument("--tasks", default=TASK, help="comma-separated tasks trained on and evaluated (one-hot input when several)")
+    p.add_argument("--inputs", choices=("red", "all", "instructed"), default="red", help="the red cube's xy or all 10 object coordinates")
+    p.add_argument(
+        "--initial", action="store_true",
+        help="exact positions as at the episode's first chunk (as trained), not as they move",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "oracle_head.jsonl"))
     args = p.parse_args()
@@ -107,9 +128,14 @@ def main() -> None:
     from tinyvla_ros.vla.head import ConditionalUnet1D
 
     start = time.perf_counter()
-    states, poses, chunks, episodes = load_samples(args.dataset)
+    tasks = args.tasks.split(",")
+    if args.readout and args.inputs != "red":
+        raise SystemExit("--readout gives the red cube's position only (--inputs red)")
+    states, poses, chunks, episodes = load_samples(args.dataset, tasks, args.inputs)
+    npos = {"red": 2, "all": 10, "instructed": 4}[args.inputs]
     s_scale, a_scale = Scaler(states), Scaler(chunks.reshape(-1, chunks.shape[-1]))
     cond, target = torch.cat([s_scale(states), poses], 1), a_scale(chunks)
+    s_dim = states.shape[1]
     da = chunks.shape[-1]
     kw = {"beta_schedule": "squaredcos_cap_v2", "clip_sample": True}
     ddpm = DDPMScheduler(100, **kw)
@@ -135,7 +161,7 @@ def main() -> None:
         rows = torch.randint(0, len(cond), (args.batch_size,), generator=gen)
         c, a = cond[rows].clone(), target[rows]
         if args.train_noise:
-            c[:, -2:] += args.train_noise / SCALE * torch.randn((len(rows), 2), generator=gen)
+            c[:, s_dim : s_dim + npos] += args.train_noise / SCALE * torch.randn((len(rows), npos), generator=gen)
         if args.head == "unet":
             noise = torch.randn(a.shape, generator=gen)
             t = torch.randint(0, 100, (len(rows),), generator=gen)
@@ -152,10 +178,10 @@ def main() -> None:
     net.eval()
     train_s = time.perf_counter() - start
     print(
-        f"{episodes} {TASK} episodes, {len(cond)} samples; {args.head} {args.steps} steps in {train_s:.0f} s"
+        f"{episodes} {args.tasks} episodes, {len(cond)} samples; {args.head} {args.steps} steps in {train_s:.0f} s"
     )
 
-    success, errors = evaluate(args, net, ddim, s_scale, a_scale, da, SCALE)
+    success, errors = evaluate(args, tasks, net, ddim, s_scale, a_scale, da, SCALE)
     lo, hi = (int(x) for x in args.seeds.split("-"))
     record = {
         "dataset": args.dataset,
@@ -163,7 +189,9 @@ def main() -> None:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "train_noise_m": args.train_noise,
-        "position": args.readout or "exact",
+        "position": args.readout or ("exact, initial" if args.initial else "exact"),
+        "inputs": args.inputs,
+        "tasks": args.tasks,
         "seeds": args.seeds,
         "success": success,
         "episodes": hi - lo + 1,
@@ -182,7 +210,7 @@ def main() -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def evaluate(args, net, ddim, s_scale, a_scale, da, scale) -> tuple[int, list[float]]:
+def evaluate(args, tasks, net, ddim, s_scale, a_scale, da, scale) -> tuple[dict[str, int], list[float]]:
     import yaml
 
     from tinyvla_ros.data.demos import camera_size, graph_parameters
@@ -201,13 +229,23 @@ def evaluate(args, net, ddim, s_scale, a_scale, da, scale) -> tuple[int, list[fl
     errors: list[float] = []
 
     class Engine:
+        task = tasks[0]
+
+        latched = None
+
         def predict_chunk(self, images, instruction, state, seed=None):
-            xy = cube_xy(env)
+            if args.initial:  # where the objects were at the episode's first chunk (as trained)
+                if self.latched is None:
+                    self.latched = positions(env, args.inputs, self.task)
+                xy = self.latched
+            else:
+                xy = positions(env, args.inputs, self.task)
             if readout is not None:
                 seen = readout(images, instruction, state)
                 errors.append(float(np.linalg.norm(seen - xy)) * scale * 100)
                 xy = seen
-            c = torch.cat([s_scale(torch.as_tensor(state, dtype=torch.float32)), torch.from_numpy(xy)])[None]
+            code = torch.from_numpy(np.concatenate([xy, task_code(self.task, tasks)]).astype(np.float32))
+            c = torch.cat([s_scale(torch.as_tensor(state, dtype=torch.float32)), code])[None]
             with torch.no_grad():
                 if args.head == "unet":
                     x = torch.randn((1, CHUNK, da), generator=torch.Generator().manual_seed(seed or 0))
@@ -219,8 +257,14 @@ def evaluate(args, net, ddim, s_scale, a_scale, da, scale) -> tuple[int, list[fl
 
     lo, hi = (int(x) for x in args.seeds.split("-"))
     try:
-        runner = PolicyRunner(Engine(), env, graph_parameters("franka"), executor, "open_loop")
-        success = sum(runner.episode(TASK, s, 100 * s, 0.0).success for s in range(lo, hi + 1))
+        engine = Engine()
+        runner = PolicyRunner(engine, env, graph_parameters("franka"), executor, "open_loop")
+        success = {}
+        for task in tasks:
+            engine.task, success[task] = task, 0
+            for s in range(lo, hi + 1):
+                engine.latched = None
+                success[task] += runner.episode(task, s, 100 * s, 0.0).success
     finally:
         env.close()
     return success, errors

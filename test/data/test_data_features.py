@@ -345,6 +345,46 @@ def test_slot_bottleneck_lets_the_keypoints_reach_the_head_only_through_the_read
         dataclasses.replace(c, slot_bottleneck=False, object_slots=True, pooled_detach=True)
 
 
+def test_instructed_targets_are_the_named_object_and_where_it_goes(demo_dataset, tmp_path, monkeypatch):
+    from tinyvla_ros.data import features
+    from tinyvla_ros.data.aux_targets import dataset_targets, instructed
+    from tinyvla_ros.data.episodes import load_info
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    scene = np.arange(10, dtype=np.float32)  # red, green, blue, bowl, handle: (0, 1), (2, 3), ...
+    assert instructed(scene, "franka", "pick_red_cube").tolist() == [0, 1, 0, 1]
+    assert instructed(scene, "franka", "green_cube_in_bowl").tolist() == [2, 3, 6, 7]
+    assert instructed(scene, "franka", "close_drawer").tolist() == [8, 9, 8, 9]
+    assert instructed(scene, "franka", "pick_blue_cube").tolist() == [4, 5, 4, 5]
+    assert instructed(scene, "ur5_bimanual", "blue_cube_in_bin").tolist() == [6, 7, 8, 9]
+    with pytest.raises(ValueError, match="no instructed object"):
+        instructed(scene, "franka", "lift_box")
+    # training hands the dataset the episode's own task's objects, and the readout has a hidden layer
+    given = []
+
+    class Recording(features.CachedFeatureDataset):
+        def __init__(self, *args, aux=None, **kw):
+            given.append(aux)
+            super().__init__(*args, aux=aux, **kw)
+
+    monkeypatch.setattr(features, "CachedFeatureDataset", Recording)
+    overrides = {"image_size": 64, "object_slots": True, "slot_bottleneck": True, "object_targets": "instructed",
+                 "readout_hidden": 16}  # fmt: skip
+    final = Trainer(_cfg(demo_dataset, tmp_path / "i", aux_objects=1.0, ema=False, overrides=overrides)).run()
+    c = TinyVLAPolicy.from_pretrained(final).config
+    assert c.aux_dim == 4 and c.cond_dim == c.llm.hidden_size + c.state_dim + 4 and c.readout_hidden == 16
+    policy = TinyVLAPolicy.from_pretrained(final)
+    assert [m.out_features for m in policy.head.aux if isinstance(m, torch.nn.Linear)] == [16, 4]
+    scenes, tasks = dataset_targets(demo_dataset), [e["task"] for e in load_info(demo_dataset).episodes]
+    assert given and all(len(aux) == len(scenes) for aux in given)
+    for e, (xy, steps) in given[0].items():
+        assert np.array_equal(xy, instructed(scenes[e][0], "franka", tasks[e])) and steps == scenes[e][1]
+    with pytest.raises(ValueError, match="object_targets"):
+        dataclasses.replace(c, object_targets="everything")
+    with pytest.raises(ValueError, match="readout_hidden needs aux_dim"):
+        dataclasses.replace(c, object_slots=False, slot_bottleneck=False, aux_dim=0)
+
+
 def test_state_noise_is_seeded_changes_training_and_is_checked(demo_dataset, tmp_path):
     def weights(name, **kw):
         final = Trainer(_cfg(demo_dataset, tmp_path / name, ema=False, steps=2, **kw)).run()

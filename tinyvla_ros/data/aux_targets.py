@@ -29,6 +29,22 @@ OBJECTS = {
     "franka": ("red_cube_pos", "green_cube_pos", "blue_cube_pos", "bowl_pos", "drawer_handle_pos"),
     "ur5_bimanual": ("box_pos", "red_cube_pos", "green_cube_pos", "blue_cube_pos", "bin_pos"),
 }
+# The instructed object and where it goes (the object itself where it goes nowhere), per task.
+INSTRUCTED = {
+    "franka": {
+        "pick_red_cube": ("red_cube_pos", "red_cube_pos"),
+        "green_cube_in_bowl": ("green_cube_pos", "bowl_pos"),
+        "close_drawer": ("drawer_handle_pos", "drawer_handle_pos"),
+        "pick_green_cube": ("green_cube_pos", "green_cube_pos"),  # evaluation-only (sim/tasks.py)
+        "pick_blue_cube": ("blue_cube_pos", "blue_cube_pos"),
+    },
+    "ur5_bimanual": {
+        "lift_box": ("box_pos", "box_pos"),
+        "handover_cube": ("red_cube_pos", "red_cube_pos"),
+        "blue_cube_in_bin": ("blue_cube_pos", "bin_pos"),
+    },
+}
+INSTRUCTED_DIM = 4
 CENTRE = {"franka": (0.465, 0.0), "ur5_bimanual": (0.45, 0.0)}
 SCALE = 0.15  # m
 AUX_FILE = "aux_objects.json"
@@ -44,6 +60,15 @@ def scene_targets(env) -> np.ndarray:
     centre = np.asarray(CENTRE[env.setup])
     xy = [(np.asarray(state[key][:2]) - centre) / SCALE for key in OBJECTS[env.setup]]
     return np.concatenate(xy).astype(np.float32)
+
+
+def instructed(targets: np.ndarray, setup: str, task: str) -> np.ndarray:
+    """The instructed object's and its destination's xy (4,) out of a scene's targets (aux_dim,)."""
+    if task not in INSTRUCTED.get(setup, {}):
+        raise ValueError(f"no instructed object is known for task {task!r} of setup {setup!r}")
+    index = {key: i for i, key in enumerate(OBJECTS[setup])}
+    rows = np.asarray(targets, np.float32).reshape(-1, 2)
+    return np.concatenate([rows[index[key]] for key in INSTRUCTED[setup][task]])
 
 
 def episode_targets(env, task: str, seed: int) -> np.ndarray:

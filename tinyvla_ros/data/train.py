@@ -198,9 +198,10 @@ def build_policy(cfg: TrainConfig, info: Any, normalizer: Normalizer) -> Any:
         **cfg.overrides,
     }
     if cfg.aux_objects:
-        from tinyvla_ros.data.aux_targets import aux_dim
+        from tinyvla_ros.data.aux_targets import INSTRUCTED_DIM, aux_dim
 
-        robot.update(aux_dim=aux_dim(info.robot), aux_weight=cfg.aux_objects)
+        dim = INSTRUCTED_DIM if cfg.overrides.get("object_targets") == "instructed" else aux_dim(info.robot)
+        robot.update(aux_dim=dim, aux_weight=cfg.aux_objects)
     if cfg.warm_start:  # a trained checkpoint, with its own config and normalisation
         from tinyvla_ros.vla.policy import TinyVLAPolicy
 
@@ -375,9 +376,14 @@ def make_cached_loaders(
     chunk = policy.config.chunk_len
     aux = None
     if policy.config.aux_dim:  # sim-only object coordinates (data/aux_targets.py)
-        from tinyvla_ros.data.aux_targets import dataset_targets
+        from tinyvla_ros.data.aux_targets import dataset_targets, instructed
 
         aux = dataset_targets(cfg.dataset)
+        if policy.config.object_targets == "instructed":  # the named object and its destination
+            aux = {
+                e: (instructed(targets, info.robot, info.episodes[e].get("task", "")), steps)
+                for e, (targets, steps) in aux.items()
+            }
     train_ds = CachedFeatureDataset(
         cfg.dataset, cache, train_eps, chunk, shift=cfg.feature_shift, seed=cfg.seed, aux=aux
     )

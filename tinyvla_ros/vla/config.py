@@ -31,6 +31,7 @@ VISION_TOWERS = ("clip", "efficientnet_lite0", "conv")
 EFFICIENTNET_CHANNELS = {8: 40, 16: 112}
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 SLOT_TEACHER = ("before_grasp", "episode")
+OBJECT_TARGETS = ("scene", "instructed")
 TOKENIZERS = ("tiny", "external")
 LORA_VARIANTS = ("official", "paper")
 # LoRA targets (module-name suffixes) of the two variants (see tinyvla.md "LoRA").
@@ -297,6 +298,12 @@ class TinyVLAConfig:
     instead of the readout: "before_grasp" (the auxiliary loss's steps, before the first grasp and
     at most 40% of an episode) or "episode" (every step: the positions the scene started with, as a
     head trained on known poses; the auxiliary loss keeps its steps).
+    object_targets: what the auxiliary readout is trained to give (data/aux_targets.py): "scene"
+    (every object of the scene, aux_dim 10) or "instructed" (the object the instruction names and
+    where it goes, aux_dim 4: the readout has to read the words to know which object; a head given
+    every object cannot single one out: models/README, oracle heads).
+    readout_hidden: 0, the readout is one Linear; > 0, a hidden layer of that width (Mish) before
+    it, so the readout can select an object by the instruction (a Linear cannot gate on words).
     timestep_spacing: DDIM's inference steps ("leading": diffusers' default, sampling starts at
     t = 90 of 100 with 10 steps; "trailing" starts at t = 99, the fully noised end).
     """
@@ -323,6 +330,8 @@ class TinyVLAConfig:
     slot_bottleneck: bool = False
     object_slot_teacher: str = "before_grasp"
     pooled_detach: bool = False
+    object_targets: str = "scene"
+    readout_hidden: int = 0
     prompt_template: str = DEFAULT_PROMPT
     max_text_tokens: int = 64
     tokenizer: str = "external"
@@ -350,6 +359,10 @@ class TinyVLAConfig:
         if self.object_slots and not self.aux_dim:
             raise ValueError("config.object_slots needs aux_dim > 0 (the readout it feeds the head)")
         _check_choice("config", "object_slot_teacher", self.object_slot_teacher, SLOT_TEACHER)
+        _check_choice("config", "object_targets", self.object_targets, OBJECT_TARGETS)
+        _check_int("config", "readout_hidden", self.readout_hidden, 0)
+        if self.readout_hidden and not self.aux_dim:
+            raise ValueError("config.readout_hidden needs aux_dim > 0 (it shapes the object readout)")
         if not isinstance(self.slot_bottleneck, bool):
             raise ValueError(f"config.slot_bottleneck must be true or false, got {self.slot_bottleneck!r}")
         if not isinstance(self.pooled_detach, bool):

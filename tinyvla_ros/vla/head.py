@@ -233,4 +233,8 @@ class ActionHead(nn.Module):
         )
         self.unet = ConditionalUnet1D(c.action_dim, c.cond_dim, c.head)  # object slots included
         if c.aux_dim:  # sim-only auxiliary readout (training): condition -> object coordinates
-            self.aux = nn.Linear(c.llm.hidden_size, c.aux_dim)
+            h = c.llm.hidden_size
+            if c.readout_hidden:  # can select an object by the instruction
+                self.aux = nn.Sequential(nn.Linear(h, c.readout_hidden), nn.Mish(), nn.Linear(c.readout_hidden, c.aux_dim))
+            else:
+                self.aux = nn.Linear(h, c.aux_dim)

@@ -1,23 +1,29 @@
-"""Head or perception? An action head given the red cube's position, in the robot's control loop.
+"""Head or perception? An action head given the objects' positions, in the robot's control loop.
 
-Trains a head on a dataset's ``pick_red_cube`` episodes whose condition is the normalised robot
-state plus the cube's xy (the simulator's, from the episode's seed: metres from the cube region's
-centre / 0.15, as data/aux_targets.py), then runs it through ``tinyvla-eval``'s control loop
-(``PolicyRunner``, open_loop, config/franka.yaml's executor) on held-out seeds with the cube's
-position taken from:
+Trains a head on a dataset's episodes of ``--tasks`` (default ``pick_red_cube``) whose condition is
+the normalised robot state plus object positions (the simulator's, from the episode's seed: metres
+from the cube region's centre / 0.15, as data/aux_targets.py) and, with several tasks, a one-hot of
+the task; then runs it through ``tinyvla-eval``'s control loop (``PolicyRunner``, open_loop,
+config/franka.yaml's executor) on held-out seeds of every task. ``--inputs``: ``red`` (the red
+cube's xy), ``all`` (every object: 10 numbers) or ``instructed`` (the instructed object's and its
+destination's xy: 4). Training gives the positions the scene started with on every step; the
+evaluation gives them:
 
-- ``exact``: the simulator (the head's ceiling: can it act on a position at all?);
+- ``exact``: from the simulator as they are now (a grasped cube moves with the hand), or with
+  ``--initial`` as they were at the episode's first chunk (as trained);
 - ``--readout CKPT``: a trained checkpoint's sim-only object readout (``--aux-objects``) of the
   rendered cameras, every chunk (what that checkpoint's images tell the head, in closed loop).
 
 Heads: ``unet`` (the project's ConditionalUnet1D, DDPM epsilon training, DDIM 10 trailing steps,
 EMA) or ``mlp`` (deterministic chunk regression). ``--train-noise M`` adds Gaussian noise of M
-metres to the training positions. Prints the success count and, with a readout, its error in cm
-at every chunk; appends a record to benchmarks/results/oracle_head.jsonl.
+metres to the training positions. Prints the success count per task and, with a readout, its error
+in cm at every chunk; appends a record to benchmarks/results/oracle_head.jsonl.
 
     python benchmarks/oracle_head.py data/franka_dart_ds --head unet --steps 4000
     python benchmarks/oracle_head.py data/franka_dart_ds --head mlp --steps 3000 --batch-size 256 \
         --train-noise 0.02 --readout runs/franka_run12/final
+    python benchmarks/oracle_head.py data/franka_dart_ds --head mlp --steps 3000 --batch-size 256 \
+        --tasks pick_red_cube,green_cube_in_bowl,close_drawer --inputs instructed --initial
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ def positions(env, inputs: str, task: str) -> np.ndarray:
 
 def task_code(task: str, tasks: list[str]) -> np.ndarray:
     """One-hot of ``task`` among ``tasks`` (empty for a single task)."""
-    return np.eye(len(tasks), dtype=np.float32)[tasks.index(task)] if len(tasks) > 1 else np.zeros(0, np.float32)
+    return (
+        np.eye(len(tasks), dtype=np.float32)[tasks.index(task)] if len(tasks) > 1 else np.zeros(0, np.float32)
+    )
 
 
 def load_samples(
@@ -109,8 +117,17 @@ def main() -> None:
     p.add_argument("--train-noise", type=float, default=0.0, help="m of Gaussian noise on training positions")
     p.add_argument("--readout", default="", help="checkpoint whose object readout gives the position")
     p.add_argument("--seeds", default="1000-1019")
-    p.add_argument("--tasks", default=TASK, help="comma-separated tasks trained on and evaluated (one-hot input when several)")
-    p.add_argument("--inputs", choices=("red", "all", "instructed"), default="red", help="the red cube's xy or all 10 object coordinates")
+    p.add_argument(
+        "--tasks",
+        default=TASK,
+        help="comma-separated tasks trained on and evaluated (one-hot input when several)",
+    )
+    p.add_argument(
+        "--inputs",
+        choices=("red", "all", "instructed"),
+        default="red",
+        help="the red cube's xy or all 10 object coordinates",
+    )
     p.add_argument(
         "--initial", action="store_true",
         help="exact positions as at the episode's first chunk (as trained), not as they move",
@@ -161,7 +178,9 @@ def main() -> None:
         rows = torch.randint(0, len(cond), (args.batch_size,), generator=gen)
         c, a = cond[rows].clone(), target[rows]
         if args.train_noise:
-            c[:, s_dim : s_dim + npos] += args.train_noise / SCALE * torch.randn((len(rows), npos), generator=gen)
+            c[:, s_dim : s_dim + npos] += (
+                args.train_noise / SCALE * torch.randn((len(rows), npos), generator=gen)
+            )
         if args.head == "unet":
             noise = torch.randn(a.shape, generator=gen)
             t = torch.randint(0, 100, (len(rows),), generator=gen)

@@ -235,6 +235,8 @@ class ActionHead(nn.Module):
         if c.aux_dim:  # sim-only auxiliary readout (training): condition -> object coordinates
             h = c.llm.hidden_size
             if c.readout_hidden:  # can select an object by the instruction
-                self.aux = nn.Sequential(nn.Linear(h, c.readout_hidden), nn.Mish(), nn.Linear(c.readout_hidden, c.aux_dim))
+                self.aux = nn.Sequential(
+                    nn.Linear(h, c.readout_hidden), nn.Mish(), nn.Linear(c.readout_hidden, c.aux_dim)
+                )
             else:
                 self.aux = nn.Linear(h, c.aux_dim)

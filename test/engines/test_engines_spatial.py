@@ -1,6 +1,7 @@
 """Every engine runs the spatial condition (cpu-lite0: frozen EfficientNet-Lite0 + keypoints), with
 and without the object slots (the readout of object positions appended to the condition), and
-with the slot bottleneck (the head reads the instruction, the state and the readout only)."""
+with the slot bottleneck (the head reads the instruction, the state and the readout only), whose
+readout may give the instructed object through a hidden layer."""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ FRANKA_CAMERAS = ("zed_left", "zed_right")
 
 SLOTS = {"aux_dim": 10, "aux_weight": 1.0, "object_slots": True}
 BOTTLENECK = {**SLOTS, "slot_bottleneck": True}
+# the readout gives the instructed object and its destination through a hidden layer
+INSTRUCTED = {**BOTTLENECK, "aux_dim": 4, "object_targets": "instructed", "readout_hidden": 16}
 
 
 @pytest.fixture(
-    scope="module", params=[{}, SLOTS, BOTTLENECK], ids=["keypoints", "object_slots", "slot_bottleneck"]
+    scope="module",
+    params=[{}, SLOTS, BOTTLENECK, INSTRUCTED],
+    ids=["keypoints", "object_slots", "slot_bottleneck", "instructed_readout"],
 )
 def lite0_ckpt(tmp_path_factory, request):
     from tinyvla_ros.vla.testing import make_tiny_checkpoint
@@ -59,7 +64,11 @@ def test_onnx_engine_matches_torch_with_and_without_inpainting(lite0_ckpt, obser
     want = torch_engine.predict_chunk(images, "pick up the red cube", state, seed=5)
     got = onnx_engine.predict_chunk(images, "pick up the red cube", state, seed=5)
     np.testing.assert_allclose(got, want, atol=1e-4)
-    prefix, weight = want[:4] + 0.01, np.r_[np.ones(4), np.zeros(12)].astype(np.float32)
+    stats = json.loads((lite0_ckpt / "stats.json").read_text())
+    middle = (np.asarray(stats["action_low"]) + np.asarray(stats["action_high"])) / 2
+    # 0.01 off the chunk, towards the middle of the action range (a step at a limit stays inside)
+    prefix = (want[:4] + 0.01 * np.sign(middle - want[:4])).astype(np.float32)
+    weight = np.r_[np.ones(4), np.zeros(12)].astype(np.float32)
     held_t = torch_engine.predict_chunk(
         images, "pick up the red cube", state, seed=6, prefix=prefix, prefix_weight=weight
     )

@@ -381,6 +381,8 @@ def test_instructed_targets_are_the_named_object_and_where_it_goes(demo_dataset,
         assert np.array_equal(xy, instructed(scenes[e][0], "franka", tasks[e])) and steps == scenes[e][1]
     with pytest.raises(ValueError, match="object_targets"):
         dataclasses.replace(c, object_targets="everything")
+    with pytest.raises(ValueError, match="object_targets=instructed needs aux_dim 4"):
+        dataclasses.replace(c, aux_dim=10)
     with pytest.raises(ValueError, match="readout_hidden needs aux_dim"):
         dataclasses.replace(c, object_slots=False, slot_bottleneck=False, aux_dim=0)
 

@@ -300,8 +300,8 @@ class TinyVLAConfig:
     head trained on known poses; the auxiliary loss keeps its steps).
     object_targets: what the auxiliary readout is trained to give (data/aux_targets.py): "scene"
     (every object of the scene, aux_dim 10) or "instructed" (the object the instruction names and
-    where it goes, aux_dim 4: the readout has to read the words to know which object; a head given
-    every object cannot single one out: models/README, oracle heads).
+    where it goes, aux_dim 4: the readout has to read the words to know which object, and the head
+    gets 4 numbers the words already selected; runs 16-17 of models/README).
     readout_hidden: 0, the readout is one Linear; > 0, a hidden layer of that width (Mish) before
     it, so the readout can select an object by the instruction (a Linear cannot gate on words).
     timestep_spacing: DDIM's inference steps ("leading": diffusers' default, sampling starts at
@@ -363,6 +363,11 @@ class TinyVLAConfig:
         _check_int("config", "readout_hidden", self.readout_hidden, 0)
         if self.readout_hidden and not self.aux_dim:
             raise ValueError("config.readout_hidden needs aux_dim > 0 (it shapes the object readout)")
+        if self.object_targets == "instructed" and self.aux_dim not in (0, 4):
+            raise ValueError(
+                f"config.object_targets=instructed needs aux_dim 4 (the object's and its destination's "
+                f"xy), got {self.aux_dim}"
+            )
         if not isinstance(self.slot_bottleneck, bool):
             raise ValueError(f"config.slot_bottleneck must be true or false, got {self.slot_bottleneck!r}")
         if not isinstance(self.pooled_detach, bool):

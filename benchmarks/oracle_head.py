@@ -126,7 +126,7 @@ def main() -> None:
         "--inputs",
         choices=("red", "all", "instructed"),
         default="red",
-        help="the red cube's xy or all 10 object coordinates",
+        help="the red cube's xy, all 10 object coordinates or the instructed object's and destination's",
     )
     p.add_argument(
         "--initial", action="store_true",
@@ -249,8 +249,7 @@ def evaluate(args, tasks, net, ddim, s_scale, a_scale, da, scale) -> tuple[dict[
 
     class Engine:
         task = tasks[0]
-
-        latched = None
+        latched = None  # --initial: this episode's positions at its first chunk
 
         def predict_chunk(self, images, instruction, state, seed=None):
             if args.initial:  # where the objects were at the episode's first chunk (as trained)
@@ -290,7 +289,8 @@ def evaluate(args, tasks, net, ddim, s_scale, a_scale, da, scale) -> tuple[dict[
 
 
 class Readout:
-    """A checkpoint's sim-only object readout of the red cube's xy (its first two aux coordinates)."""
+    """A checkpoint's sim-only object readout, its first two coordinates: the red cube's xy (scene
+    targets) or the instructed object's (``object_targets=instructed``; the red cube on pick)."""
 
     def __init__(self, checkpoint: str) -> None:
         from tinyvla_ros.vla.engines.chunk_io import ChunkIO

@@ -50,8 +50,9 @@ SCALE = 0.15  # m
 AUX_FILE = "aux_objects.json"
 
 
-def aux_dim(setup: str) -> int:
-    return 2 * len(OBJECTS[setup])
+def aux_dim(setup: str, object_targets: str = "scene") -> int:
+    """Readout size: every object's xy ("scene") or the instructed object's and destination's."""
+    return INSTRUCTED_DIM if object_targets == "instructed" else 2 * len(OBJECTS[setup])
 
 
 def scene_targets(env) -> np.ndarray:

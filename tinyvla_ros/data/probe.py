@@ -163,9 +163,8 @@ class _Encoder:
             hidden, tmask, maps = p.backbone(None, ids, mask, pos, maps=self.maps[idx])
         else:
             hidden, tmask, maps = p.backbone(self.scenes.pixels[idx].float() / 255.0, ids, mask, pos)
-        cond = p._with_slots(
-            p.head.condition(hidden, tmask, state, maps)
-        )  # (b, cond_dim), as the head reads it
+        # (b, cond_dim), as the head reads it (object slots appended)
+        cond = p._with_slots(p.head.condition(hidden, tmask, state, maps))
         points = p.head.condition.spatial_features(maps) if p.config.spatial_keypoints else None
         return cond, points
 

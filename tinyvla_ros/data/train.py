@@ -198,9 +198,9 @@ def build_policy(cfg: TrainConfig, info: Any, normalizer: Normalizer) -> Any:
         **cfg.overrides,
     }
     if cfg.aux_objects:
-        from tinyvla_ros.data.aux_targets import INSTRUCTED_DIM, aux_dim
+        from tinyvla_ros.data.aux_targets import aux_dim
 
-        dim = INSTRUCTED_DIM if cfg.overrides.get("object_targets") == "instructed" else aux_dim(info.robot)
+        dim = aux_dim(info.robot, cfg.overrides.get("object_targets", "scene"))
         robot.update(aux_dim=dim, aux_weight=cfg.aux_objects)
     if cfg.warm_start:  # a trained checkpoint, with its own config and normalisation
         from tinyvla_ros.vla.policy import TinyVLAPolicy

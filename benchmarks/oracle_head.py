@@ -311,7 +311,7 @@ class Readout:
                 torch.from_numpy(x.pixel_values), ids, mask, torch.from_numpy(x.state_norm)
             )
             if policy.config.object_slots:  # the readout ends the condition
-                return cond[0, -policy.config.aux_dim :][:2].numpy()
+                return cond[0, -policy.config.slot_dim :][:2].numpy()
             return policy.head.aux(cond)[0, :2].numpy()
 
 

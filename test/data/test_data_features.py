@@ -387,6 +387,84 @@ def test_instructed_targets_are_the_named_object_and_where_it_goes(demo_dataset,
         dataclasses.replace(c, object_slots=False, slot_bottleneck=False, aux_dim=0)
 
 
+def test_selected_slots_pick_the_instructed_object_out_of_the_scene_readout(
+    demo_dataset, tmp_path, monkeypatch
+):
+    from tinyvla_ros.data import features
+    from tinyvla_ros.data.aux_targets import dataset_targets, instructed
+    from tinyvla_ros.data.episodes import load_info
+    from tinyvla_ros.vla.policy import TinyVLAPolicy
+
+    made = []
+
+    class Recording(features.CachedFeatureDataset):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(features, "CachedFeatureDataset", Recording)
+    overrides = {
+        "image_size": 64,
+        "object_slots": True,
+        "slot_bottleneck": True,
+        "object_targets": "selected",
+    }
+    final = Trainer(_cfg(demo_dataset, tmp_path / "s", aux_objects=1.0, ema=False, overrides=overrides)).run()
+    policy = TinyVLAPolicy.from_pretrained(final)
+    c, h = policy.config, policy.config.llm.hidden_size
+    # the readout gives every object (10), the head reads 4, the selection has 2 x 5 logits
+    assert (c.aux_dim, c.slot_dim, c.cond_dim) == (10, 4, h + c.state_dim + 4)
+    assert policy.head.aux.out_features == 10 and policy.head.select.out_features == 10
+    # training hands each episode every object's xy, then its own task's instructed ones
+    scenes, tasks = dataset_targets(demo_dataset), [e["task"] for e in load_info(demo_dataset).episodes]
+    for e, (xy, steps) in made[0].aux.items():
+        want = np.concatenate([scenes[e][0], instructed(scenes[e][0], "franka", tasks[e])])
+        assert np.array_equal(xy, want) and steps == scenes[e][1]
+    # the head's slots are the readout's rows the selection weights: one-hot logits pick them exactly
+    raw = torch.randn(3, 2 * h + c.state_dim)
+    with torch.no_grad():
+        policy.head.select.weight.zero_()
+        policy.head.select.bias.copy_(torch.tensor([0.0, 0, 0, 50, 0] + [0, 50.0, 0, 0, 0]))  # bowl, green
+        head_input, readout, weights = policy._slots(raw)
+    rows = readout.view(3, 5, 2)
+    assert torch.allclose(head_input[:, -4:], torch.cat([rows[:, 3], rows[:, 1]], dim=-1), atol=1e-5)
+    assert torch.equal(policy._with_slots(raw), head_input)
+    # the training terms: the selection's error against the instructed targets, on every sample
+    torch.manual_seed(0)
+    policy.head.select.reset_parameters()  # not saturated, as training starts
+    batch = features.collate_features([made[0][i] for i in range(4)])
+    policy.train()
+    terms = policy(batch, generator=torch.Generator().manual_seed(0), return_terms=True)
+    assert float(terms["select_count"]) == 4 * 4 and float(terms["select_sum"].detach()) > 0.0
+    assert float(terms["aux_count"]) == 10 * float(batch["aux_mask"].sum())
+    terms["select_sum"].backward()
+    assert policy.head.select.weight.grad.abs().sum() > 0 and policy.head.aux.weight.grad is None
+    # ... and reaches the language model through the condition: it learns to carry the instruction
+    assert policy.head.condition.combine.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.backbone.llm.parameters())
+    # that error teaches the selection to pick by the words: two instructions, their own objects
+    torch.manual_seed(0)
+    select = torch.nn.Linear(h, 10)
+    policy.head.select = select
+    words = torch.randn(2, h)  # two instructions' mixed conditions (what the readout reads)
+    optimiser = torch.optim.Adam(select.parameters(), lr=0.05)
+    for _ in range(200):
+        scene = torch.randn(2, 10)  # fresh scenes: only the words tell which objects
+        target = torch.stack(
+            [torch.cat([scene[0, 0:2], scene[0, 0:2]]), torch.cat([scene[1, 2:4], scene[1, 6:8]])]
+        )
+        _, weights = policy._select(words, scene)
+        loss = policy._selection_terms(weights, scene, target)["select_sum"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert weights.argmax(-1).tolist() == [[0, 0], [1, 3]] and weights.max(-1).values.min() > 0.9
+    with pytest.raises(ValueError, match="object_targets=selected needs slot_bottleneck"):
+        dataclasses.replace(c, slot_bottleneck=False, pooled_detach=False)
+    with pytest.raises(ValueError, match="object_targets=selected needs aux_dim"):
+        dataclasses.replace(c, aux_dim=3)
+
+
 def test_state_noise_is_seeded_changes_training_and_is_checked(demo_dataset, tmp_path):
     def weights(name, **kw):
         final = Trainer(_cfg(demo_dataset, tmp_path / name, ema=False, steps=2, **kw)).run()

@@ -1,7 +1,8 @@
 """Every engine runs the spatial condition (cpu-lite0: frozen EfficientNet-Lite0 + keypoints), with
 and without the object slots (the readout of object positions appended to the condition), and
 with the slot bottleneck (the head reads the instruction, the state and the readout only), whose
-readout may give the instructed object through a hidden layer."""
+readout may give the instructed object through a hidden layer, or every object with the instructed
+one selected out of it by the words (object_targets=selected)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ SLOTS = {"aux_dim": 10, "aux_weight": 1.0, "object_slots": True}
 BOTTLENECK = {**SLOTS, "slot_bottleneck": True}
 # the readout gives the instructed object and its destination through a hidden layer
 INSTRUCTED = {**BOTTLENECK, "aux_dim": 4, "object_targets": "instructed", "readout_hidden": 16}
+# the readout gives every object; a softmax over them, from the pooled embedding, picks 4 numbers
+SELECTED = {**BOTTLENECK, "object_targets": "selected"}
 
 
 @pytest.fixture(
     scope="module",
-    params=[{}, SLOTS, BOTTLENECK, INSTRUCTED],
-    ids=["keypoints", "object_slots", "slot_bottleneck", "instructed_readout"],
+    params=[{}, SLOTS, BOTTLENECK, INSTRUCTED, SELECTED],
+    ids=["keypoints", "object_slots", "slot_bottleneck", "instructed_readout", "selected_slots"],
 )
 def lite0_ckpt(tmp_path_factory, request):
     from tinyvla_ros.vla.testing import make_tiny_checkpoint

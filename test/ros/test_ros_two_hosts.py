@@ -162,7 +162,8 @@ def _run(policy_ns: str, policy_peer: str, robot: tuple, checkpoint: Path, tmp: 
     result = json.loads(out.read_text()) if out.exists() else {"error": robot_run.stdout + robot_run.stderr}
     logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(tmp.rglob("*.log")))
     assert result.get("ok"), f"{result.get('error')}\n{robot_run.stderr[-3000:]}\n{logs}"
-    assert policy.returncode == 0 and set(result["exit_codes"].values()) == {0}, (policy.returncode, result)
+    codes = (policy.returncode, result["exit_codes"])
+    assert policy.returncode == 0 and set(result["exit_codes"].values()) == {0}, f"exit codes {codes}\n{logs}"
     t0, t1 = result["measure"]
     result["latency"] = [arrival - stamp for arrival, stamp in result["chunks"] if t0 <= arrival <= t1]
     assert len(result["latency"]) >= 10, f"only {len(result['latency'])} chunks in {t1 - t0:.1f} s"

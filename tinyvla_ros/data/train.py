@@ -379,10 +379,13 @@ def make_cached_loaders(
         from tinyvla_ros.data.aux_targets import dataset_targets, instructed
 
         aux = dataset_targets(cfg.dataset)
+        named = {e: info.episodes[e].get("task", "") for e in aux}
         if policy.config.object_targets == "instructed":  # the named object and its destination
+            aux = {e: (instructed(t, info.robot, named[e]), steps) for e, (t, steps) in aux.items()}
+        elif policy.config.object_targets == "selected":  # every object, then the selection's targets
             aux = {
-                e: (instructed(targets, info.robot, info.episodes[e].get("task", "")), steps)
-                for e, (targets, steps) in aux.items()
+                e: (np.concatenate([t, instructed(t, info.robot, named[e])]), steps)
+                for e, (t, steps) in aux.items()
             }
     train_ds = CachedFeatureDataset(
         cfg.dataset, cache, train_eps, chunk, shift=cfg.feature_shift, seed=cfg.seed, aux=aux
@@ -649,7 +652,7 @@ class Trainer:
         batch = {**batch, "noise": noise[lo:hi], "timesteps": steps[lo:hi]}
         c, b = self.policy.config, self.cfg.batch_size
         if c.object_slots:  # drawn after the diffusion noise: other runs keep their random streams
-            slot = torch.randn((b, c.aux_dim), generator=generator, device=self.device)
+            slot = torch.randn((b, c.slot_dim), generator=generator, device=self.device)
             batch["slot_noise"] = slot[lo:hi]
         if self.cfg.state_noise:
             state = torch.randn((b, c.state_dim), generator=generator, device=self.device)

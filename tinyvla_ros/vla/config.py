@@ -31,7 +31,8 @@ VISION_TOWERS = ("clip", "efficientnet_lite0", "conv")
 EFFICIENTNET_CHANNELS = {8: 40, 16: 112}
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 SLOT_TEACHER = ("before_grasp", "episode")
-OBJECT_TARGETS = ("scene", "instructed")
+OBJECT_TARGETS = ("scene", "instructed", "selected")
+SELECTED_DIM = 4  # object_targets=selected: the instructed object's and its destination's xy
 TOKENIZERS = ("tiny", "external")
 LORA_VARIANTS = ("official", "paper")
 # LoRA targets (module-name suffixes) of the two variants (see tinyvla.md "LoRA").
@@ -301,7 +302,13 @@ class TinyVLAConfig:
     object_targets: what the auxiliary readout is trained to give (data/aux_targets.py): "scene"
     (every object of the scene, aux_dim 10) or "instructed" (the object the instruction names and
     where it goes, aux_dim 4: the readout has to read the words to know which object, and the head
-    gets 4 numbers the words already selected; runs 16-17 of models/README).
+    gets 4 numbers the words already selected; runs 16-17 of models/README) or "selected" (the
+    readout gives every object, aux_dim 10, as "scene"; a softmax over the objects, its logits a
+    Linear of the part of the condition the readout reads (so the selection's error trains the
+    language model to carry the instruction), picks the instructed object and its destination, and
+    the head gets those 4 numbers: the readout keeps the precision of a Linear readout of every
+    object, the words only choose; needs slot_bottleneck; training adds the selection's error
+    against the instructed targets to the auxiliary loss).
     readout_hidden: 0, the readout is one Linear; > 0, a hidden layer of that width (Mish) before
     it, so the readout can select an object by the instruction (a Linear cannot gate on words).
     timestep_spacing: DDIM's inference steps ("leading": diffusers' default, sampling starts at
@@ -368,6 +375,11 @@ class TinyVLAConfig:
                 f"config.object_targets=instructed needs aux_dim 4 (the object's and its destination's "
                 f"xy), got {self.aux_dim}"
             )
+        if self.object_targets == "selected" and (self.aux_dim % 2 or self.aux_dim < 4):
+            raise ValueError(
+                f"config.object_targets=selected needs aux_dim of at least 2 objects' xy (even, >= 4), "
+                f"got {self.aux_dim}"
+            )
         if not isinstance(self.slot_bottleneck, bool):
             raise ValueError(f"config.slot_bottleneck must be true or false, got {self.slot_bottleneck!r}")
         if not isinstance(self.pooled_detach, bool):
@@ -380,6 +392,11 @@ class TinyVLAConfig:
             raise ValueError(
                 "config.slot_bottleneck needs object_slots and spatial_keypoints > 0 (the readout of the "
                 "keypoints is what the head reads)"
+            )
+        if self.object_targets == "selected" and not self.slot_bottleneck:
+            raise ValueError(
+                "config.object_targets=selected needs slot_bottleneck (the head reads the selection, "
+                "not the condition it is made from)"
             )
         _check_choice("config", "tokenizer", self.tokenizer, TOKENIZERS)
         if not isinstance(self.projector_type, str) or not _PROJECTOR_RE.match(self.projector_type):
@@ -486,12 +503,18 @@ class TinyVLAConfig:
 
     @property
     def cond_dim(self) -> int:
-        """Size of the condition vector handed to the head: the LLM hidden size, plus aux_dim object
+        """Size of the condition vector handed to the head: the LLM hidden size, plus slot_dim object
         coordinates with object_slots; with slot_bottleneck the pooled embedding, the state and the
-        object coordinates (H + Ds + aux_dim)."""
+        object coordinates (H + Ds + slot_dim)."""
         if self.slot_bottleneck:
-            return self.llm.hidden_size + self.state_dim + self.aux_dim
-        return self.llm.hidden_size + (self.aux_dim if self.object_slots else 0)
+            return self.llm.hidden_size + self.state_dim + self.slot_dim
+        return self.llm.hidden_size + (self.slot_dim if self.object_slots else 0)
+
+    @property
+    def slot_dim(self) -> int:
+        """Object coordinates the head reads with object_slots: the readout's aux_dim, or with
+        object_targets=selected the 4 the selection picks out of it."""
+        return SELECTED_DIM if self.object_targets == "selected" else self.aux_dim
 
     # ----------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -240,3 +240,5 @@ class ActionHead(nn.Module):
                 )
             else:
                 self.aux = nn.Linear(h, c.aux_dim)
+        if c.object_targets == "selected":  # the mixed condition -> logits over the objects, twice
+            self.select = nn.Linear(c.llm.hidden_size, 2 * (c.aux_dim // 2))

@@ -200,10 +200,7 @@ class TinyVLAPolicy(nn.Module):
         state_norm: torch.Tensor,
     ) -> torch.Tensor:
         """(B, N, 3, S, S) [0, 1], (B, L), (B, L), (B, Ds) normalised -> condition (B, C)."""
-        hidden, token_mask, maps = self.backbone(
-            pixel_values, input_ids, attention_mask, self._position(input_ids)
-        )
-        return self._with_slots(self.head.condition(hidden, token_mask, state_norm, maps))  # (B, C)
+        return self._with_slots(self._condition(pixel_values, None, input_ids, attention_mask, state_norm))
 
     def encode_features(
         self,
@@ -213,22 +210,57 @@ class TinyVLAPolicy(nn.Module):
         state_norm: torch.Tensor,
     ) -> torch.Tensor:
         """encode_observation from a frozen tower's feature maps (B, N, C, h, w) -> condition (B, C)."""
+        return self._with_slots(self._condition(None, maps, input_ids, attention_mask, state_norm))
+
+    def _condition(
+        self,
+        pixel_values: torch.Tensor | None,
+        maps: torch.Tensor | None,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        state_norm: torch.Tensor,
+    ) -> torch.Tensor:
+        """The observation condition before the object slots (head.condition's output)."""
         hidden, token_mask, maps = self.backbone(
-            None, input_ids, attention_mask, self._position(input_ids), maps=maps
+            pixel_values, input_ids, attention_mask, self._position(input_ids), maps=maps
         )
-        return self._with_slots(self.head.condition(hidden, token_mask, state_norm, maps))  # (B, C)
+        return self.head.condition(hidden, token_mask, state_norm, maps)
 
     def _with_slots(self, condition: torch.Tensor) -> torch.Tensor:
         """config.object_slots: (B, H) -> (B, H + aux_dim), the object readout appended; with
-        slot_bottleneck (B, 2H + Ds) -> (B, H + Ds + aux_dim): (pooled, state, readout of the mixed
-        part); else as is."""
+        slot_bottleneck (B, 2H + Ds) -> (B, H + Ds + slot_dim): (pooled, state, readout of the mixed
+        part, or with object_targets=selected the instructed object's and destination's xy selected
+        out of it); else as is."""
+        return self._slots(condition)[0]
+
+    def _slots(
+        self, condition: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """_with_slots, with what training needs besides: (the head's condition, the object readout
+        (B, aux_dim) or None, the selection weights (B, 2, n_objects) or None)."""
         if not self.config.object_slots:
-            return condition
+            return condition, None, None
+        base, mixed = condition, condition
         if self.config.slot_bottleneck:
             h = self.config.llm.hidden_size
             base, mixed = condition[:, :-h], condition[:, -h:]
-            return torch.cat([base, self.head.aux(mixed)], dim=-1)
-        return torch.cat([condition, self.head.aux(condition)], dim=-1)
+        readout = self.head.aux(mixed)  # (B, aux_dim)
+        slots, weights = readout, None
+        if self.config.object_targets == "selected":
+            slots, weights = self._select(mixed, readout)
+        return torch.cat([base, slots], dim=-1), readout, weights
+
+    def _select(self, mixed: torch.Tensor, readout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """object_targets=selected: (the 4 slots: softmax-weighted object xy (B, 4), the weights
+        (B, 2, n_objects)). The logits come from the condition's mixed part (B, H), as the readout
+        does (the pooled embedding the head reads may be detached; this one trains the language
+        model to carry the instruction), one softmax for the instructed object, one for its
+        destination."""
+        n = self.config.aux_dim // 2
+        logits = self.head.select(mixed).float().view(-1, 2, n)
+        weights = logits.softmax(dim=-1)
+        xy = torch.einsum("bkn,bnc->bkc", weights, readout.float().view(-1, n, 2))  # (B, 2, 2)
+        return xy.flatten(1).to(readout.dtype), weights
 
     def denoise(
         self, noisy_actions: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor
@@ -363,11 +395,14 @@ class TinyVLAPolicy(nn.Module):
         action_pad (B, T) bool (True past the episode end: excluded from the loss), optional
         noise (B, T, Da) and timesteps (B,) (this batch's rows of ``training_noise`` for a larger
         batch: how data-parallel ranks share one global batch's noise); optional state_noise (B, Ds),
-        added to the normalised state, and slot_noise (B, aux_dim), the object slots' jitter draws
-        (training augmentations).
+        added to the normalised state, and slot_noise (B, slot_dim), the object slots' jitter draws
+        (training augmentations); with the auxiliary loss aux (B, aux_dim) object xy and aux_mask
+        (B,) (the steps they hold for), under object_targets=selected aux (B, aux_dim + 4): every
+        object's xy, then the instructed object's and its destination's.
         generator: optional torch.Generator (on the model's device) for noise and timesteps.
         return_terms: instead of the loss, its sums and counts ({"mse_sum", "mse_count"} and, with
-        the auxiliary loss, {"aux_sum", "aux_count"}): data-parallel training divides the sums by
+        the auxiliary loss, {"aux_sum", "aux_count"}, and {"select_sum", "select_count"} under
+        object_targets=selected): data-parallel training divides the sums by
         the counts of the global batch (loss_from_terms), so the loss does not depend on how the
         batch was split.
         """
@@ -380,10 +415,9 @@ class TinyVLAPolicy(nn.Module):
             state = state + batch["state_noise"].to(dev, torch.float32)
         target = norm.normalize_action(batch["actions"].to(dev, torch.float32))  # (B, T, Da) in [-1, 1]
         if "features" in batch:  # a frozen tower's cached feature maps (B, N, C, h, w)
-            condition = self.encode_features(batch["features"].to(dev, self.dtype), ids, mask, state)
+            raw = self._condition(None, batch["features"].to(dev, self.dtype), ids, mask, state)
         else:
-            pixels = self._unit_images(batch["images"].to(dev))
-            condition = self.encode_observation(pixels, ids, mask, state)
+            raw = self._condition(self._unit_images(batch["images"].to(dev)), None, ids, mask, state)
         ddpm, _ = self.schedulers
         if "noise" in batch:
             noise = batch["noise"].to(dev, torch.float32)
@@ -396,25 +430,28 @@ class TinyVLAPolicy(nn.Module):
         else:
             noise, steps = self.training_noise(b, generator)
         noisy = ddpm.add_noise(target, noise, steps)
-        aux = self.config.aux_dim and self.config.aux_weight and "aux" in batch
+        c = self.config
+        aux = c.aux_dim and c.aux_weight and "aux" in batch
+        condition, readout, weights = self._slots(raw)
         head_condition = condition
-        if self.config.object_slots and "aux" in batch:
+        if c.object_slots and "aux" in batch:
             teach = batch["aux_mask"]
-            if self.config.object_slot_teacher == "episode":  # every step of a simulated episode
+            if c.object_slot_teacher == "episode":  # every step of a simulated episode
                 teach = torch.ones_like(torch.as_tensor(teach), dtype=torch.bool)
             head_condition = self._teacher_slots(
-                condition, batch["aux"], teach, generator, batch.get("slot_noise")
+                condition, batch["aux"][:, -c.slot_dim :], teach, generator, batch.get("slot_noise")
             )
         eps = self.denoise(noisy, steps, head_condition).float()
-        if return_terms:
-            terms = masked_mse_terms(eps, noise, batch.get("action_pad"))
-            if aux:
-                terms.update(self.aux_terms(condition, batch["aux"], batch["aux_mask"]))
-            return terms
-        loss = masked_mse(eps, noise, batch.get("action_pad"))
+        terms = masked_mse_terms(eps, noise, batch.get("action_pad"))
         if aux:
-            loss = loss + self.config.aux_weight * self.aux_loss(condition, batch["aux"], batch["aux_mask"])
-        return loss
+            scene = batch["aux"][:, : c.aux_dim]
+            terms.update(self.aux_terms(raw if readout is None else readout, scene, batch["aux_mask"]))
+            if weights is not None:
+                terms.update(self._selection_terms(weights, scene, batch["aux"][:, c.aux_dim :]))
+        if return_terms:
+            return terms
+        counts = {k: v for k, v in terms.items() if k.endswith("_count")}
+        return self.loss_from_terms(terms, counts)
 
     def loss_from_terms(
         self, terms: Mapping[str, torch.Tensor], counts: Mapping[str, torch.Tensor]
@@ -424,8 +461,10 @@ class TinyVLAPolicy(nn.Module):
         if float(counts["mse_count"]) == 0.0:
             raise ValueError("every step of the batch is padding (action_pad all True): nothing to learn")
         loss = terms["mse_sum"] / counts["mse_count"]
-        if "aux_sum" in terms:
-            loss = loss + self.config.aux_weight * (terms["aux_sum"] / counts["aux_count"].clamp_min(1.0))
+        for name in ("aux", "select"):  # the auxiliary terms (sim-only), with aux_weight
+            if f"{name}_sum" in terms:
+                mean = terms[f"{name}_sum"] / counts[f"{name}_count"].clamp_min(1.0)
+                loss = loss + self.config.aux_weight * mean
         return loss
 
     def aux_loss(self, condition: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -437,14 +476,30 @@ class TinyVLAPolicy(nn.Module):
     def aux_terms(
         self, condition: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """aux_loss as {"aux_sum": squared errors summed, "aux_count": their number} (float32)."""
-        if self.config.object_slots:  # the condition ends with the readout (_with_slots)
+        """aux_loss as {"aux_sum": squared errors summed, "aux_count": their number} (float32).
+        Under object_slots ``condition`` ends with the readout: the readout alone (B, aux_dim), or
+        _with_slots' output where the slots are the readout (not under object_targets=selected);
+        else the readout is applied to it."""
+        if self.config.object_slots:
             pred = condition[:, -self.config.aux_dim :].float()
         else:
             pred = self.head.aux(condition).float()  # (B, aux_dim)
         weight = mask.to(pred.device, pred.dtype).unsqueeze(-1)  # (B, 1)
         sq = (pred - target.to(pred.device, pred.dtype)) ** 2 * weight
         return {"aux_sum": sq.sum(), "aux_count": (weight.sum() * pred.shape[-1]).detach()}
+
+    @staticmethod
+    def _selection_terms(
+        weights: torch.Tensor, scene: torch.Tensor, instructed: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """object_targets=selected: squared error of the selection ``weights`` (B, 2, n) applied to
+        the simulator's object xy ``scene`` (B, 2n) against the instructed ones (B, 4), on every
+        sample (the selection depends on the words, not on whether the objects have moved):
+        {"select_sum", "select_count"}."""
+        rows = scene.to(weights.device, torch.float32).view(weights.shape[0], -1, 2)
+        picked = torch.einsum("bkn,bnc->bkc", weights.float(), rows).flatten(1)
+        sq = (picked - instructed.to(picked.device, torch.float32)) ** 2
+        return {"select_sum": sq.sum(), "select_count": torch.tensor(float(sq.numel()), device=sq.device)}
 
     def _teacher_slots(
         self,
@@ -457,10 +512,10 @@ class TinyVLAPolicy(nn.Module):
         """Training input of the head under config.object_slots: on the samples where ``mask`` (B,)
         is True the slots hold the simulator's coordinates ``target`` (B, aux_dim) plus noise of std
         object_slot_noise, elsewhere the readout, detached (the readout learns from the auxiliary
-        loss alone, the head learns to act on positions). ``jitter`` (B, aux_dim): the standard
+        loss alone, the head learns to act on positions). ``jitter`` (B, slot_dim): the standard
         normal draws to scale (a global batch's rows, as for the diffusion noise); from ``generator``
         when None."""
-        d = self.config.aux_dim
+        d = self.config.slot_dim
         base, readout = condition[:, :-d], condition[:, -d:]
         target = target.to(readout.device, torch.float32)
         if jitter is None:
@@ -621,11 +676,7 @@ def masked_mse_terms(
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, action_pad: torch.Tensor | None) -> torch.Tensor:
     """Mean squared error over steps not padded: pred/target (B, T, Da), action_pad (B, T) bool."""
-    sq = (pred - target) ** 2  # (B, T, Da)
-    if action_pad is None:
-        return sq.mean()
-    valid = (~action_pad.to(device=sq.device, dtype=torch.bool)).unsqueeze(-1).to(sq.dtype)  # (B, T, 1)
-    count = valid.sum() * sq.shape[-1]
-    if float(count) == 0.0:
+    terms = masked_mse_terms(pred, target, action_pad)
+    if float(terms["mse_count"]) == 0.0:
         raise ValueError("every step of the batch is padding (action_pad all True): nothing to learn")
-    return (sq * valid).sum() / count
+    return terms["mse_sum"] / terms["mse_count"]

@@ -79,3 +79,55 @@ def test_an_instruction_override_reaches_the_policy(evaluator):
 def test_graph_eval_config_rejects_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         GraphEvalConfig(**{field: value})
+
+
+def test_sigterm_stops_the_graph_it_started(module_tmp, tmp_path):
+    """``timeout`` or a supervisor ends graph-eval with SIGTERM: its nodes (each in its own session)
+    must not outlive it (they once ran on for 20 min after a timeout, loading the machine)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tinyvla_ros.demo import random_checkpoint
+
+    checkpoint = random_checkpoint("franka", module_tmp / "ckpt_random_franka")
+    logs = tmp_path / "logs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tinyvla_ros.ros.graph_eval", str(checkpoint), "--robot", "franka",
+         "--tasks", TASK, "--seeds", "1000-1009", "--max-seconds", "30", "--width", "64", "--height", "48",
+         "--log-dir", str(logs)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+    def children() -> list[int]:
+        out = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if entry.isdigit() and int(fields[1]) == proc.pid:
+                out.append(int(entry))
+        return out
+
+    try:
+        deadline = time.monotonic() + 180.0
+        executor_log = logs / "tinyvla_executor.log"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if executor_log.is_file() and "mode run" in executor_log.read_text(errors="replace"):
+                break  # an episode is running
+            time.sleep(0.5)
+        nodes = children()
+        assert proc.poll() is None and len(nodes) == 3, (nodes, proc.poll())
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out[-2000:]
+    assert "interrupted: the graph was stopped" in out
+    alive = [pid for pid in nodes if os.path.exists(f"/proc/{pid}")]
+    assert not alive, f"node processes {alive} outlived tinyvla-graph-eval"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -347,6 +348,10 @@ def evaluate_graph(
         evaluator.stop()
 
 
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``tinyvla-graph-eval CHECKPOINT --robot franka --seeds 1000-1049 [--json out.json]``"""
     from tinyvla_ros.data.demos import parse_seeds
@@ -366,6 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--log-dir", default="out/graph_eval_logs")
     p.add_argument("--json", default="", help="also write the results as JSON here")
     args = p.parse_args(argv)
+    # SIGTERM (``timeout``, a supervisor) would end this process and leave the graph's nodes, each
+    # in its own session, running; as KeyboardInterrupt it stops them first (evaluate_graph's finally)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         cfg = GraphEvalConfig(
             robot=args.robot,
@@ -383,6 +391,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
         print(f"tinyvla-graph-eval: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("tinyvla-graph-eval: interrupted: the graph was stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(results.table())
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

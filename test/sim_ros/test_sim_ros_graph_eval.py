@@ -94,11 +94,13 @@ def test_sigterm_stops_the_graph_it_started(module_tmp, tmp_path):
 
     checkpoint = random_checkpoint("franka", module_tmp / "ckpt_random_franka")
     logs = tmp_path / "logs"
+    # its own ROS domain: the module's evaluator graph runs under the same node names in this one
+    env = {**os.environ, "ROS_DOMAIN_ID": str(int(os.environ.get("ROS_DOMAIN_ID", "0")) % 101 + 102)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyvla_ros.ros.graph_eval", str(checkpoint), "--robot", "franka",
          "--tasks", TASK, "--seeds", "1000-1009", "--max-seconds", "30", "--width", "64", "--height", "48",
          "--log-dir", str(logs)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
 
     def children() -> list[int]:
@@ -121,7 +123,11 @@ def test_sigterm_stops_the_graph_it_started(module_tmp, tmp_path):
                 break  # an episode is running
             time.sleep(0.5)
         nodes = children()
-        assert proc.poll() is None and len(nodes) == 3, (nodes, proc.poll())
+        if proc.poll() is not None:
+            pytest.fail(
+                f"tinyvla-graph-eval exited {proc.returncode} early:\n{proc.communicate()[0][-3000:]}"
+            )
+        assert len(nodes) == 3, nodes
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=90)
     finally:

@@ -32,7 +32,8 @@ EFFICIENTNET_CHANNELS = {8: 40, 16: 112}
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 SLOT_TEACHER = ("before_grasp", "episode")
 OBJECT_TARGETS = ("scene", "instructed", "selected")
-SELECTED_DIM = 4  # object_targets=selected: the instructed object's and its destination's xy
+# object_targets instructed / selected: the head reads the instructed object's and its destination's xy
+INSTRUCTED_DIM = 4
 TOKENIZERS = ("tiny", "external")
 LORA_VARIANTS = ("official", "paper")
 # LoRA targets (module-name suffixes) of the two variants (see tinyvla.md "LoRA").
@@ -370,7 +371,7 @@ class TinyVLAConfig:
         _check_int("config", "readout_hidden", self.readout_hidden, 0)
         if self.readout_hidden and not self.aux_dim:
             raise ValueError("config.readout_hidden needs aux_dim > 0 (it shapes the object readout)")
-        if self.object_targets == "instructed" and self.aux_dim not in (0, 4):
+        if self.object_targets == "instructed" and self.aux_dim not in (0, INSTRUCTED_DIM):
             raise ValueError(
                 f"config.object_targets=instructed needs aux_dim 4 (the object's and its destination's "
                 f"xy), got {self.aux_dim}"
@@ -514,7 +515,7 @@ class TinyVLAConfig:
     def slot_dim(self) -> int:
         """Object coordinates the head reads with object_slots: the readout's aux_dim, or with
         object_targets=selected the 4 the selection picks out of it."""
-        return SELECTED_DIM if self.object_targets == "selected" else self.aux_dim
+        return INSTRUCTED_DIM if self.object_targets == "selected" else self.aux_dim
 
     # ----------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:

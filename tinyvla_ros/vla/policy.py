@@ -257,10 +257,8 @@ class TinyVLAPolicy(nn.Module):
         model to carry the instruction), one softmax for the instructed object, one for its
         destination."""
         n = self.config.aux_dim // 2
-        logits = self.head.select(mixed).float().view(-1, 2, n)
-        weights = logits.softmax(dim=-1)
-        xy = torch.einsum("bkn,bnc->bkc", weights, readout.float().view(-1, n, 2))  # (B, 2, 2)
-        return xy.flatten(1).to(readout.dtype), weights
+        weights = self.head.select(mixed).float().view(-1, 2, n).softmax(dim=-1)
+        return _weighted_xy(weights, readout, n).to(readout.dtype), weights
 
     def denoise(
         self, noisy_actions: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor
@@ -496,8 +494,7 @@ class TinyVLAPolicy(nn.Module):
         the simulator's object xy ``scene`` (B, 2n) against the instructed ones (B, 4), on every
         sample (the selection depends on the words, not on whether the objects have moved):
         {"select_sum", "select_count"}."""
-        rows = scene.to(weights.device, torch.float32).view(weights.shape[0], -1, 2)
-        picked = torch.einsum("bkn,bnc->bkc", weights.float(), rows).flatten(1)
+        picked = _weighted_xy(weights, scene.to(weights.device), scene.shape[-1] // 2)
         sq = (picked - instructed.to(picked.device, torch.float32)) ** 2
         return {"select_sum": sq.sum(), "select_count": torch.tensor(float(sq.numel()), device=sq.device)}
 
@@ -672,6 +669,13 @@ def masked_mse_terms(
         return {"mse_sum": sq.sum(), "mse_count": torch.tensor(float(sq.numel()), device=sq.device)}
     valid = (~action_pad.to(device=sq.device, dtype=torch.bool)).unsqueeze(-1).to(sq.dtype)  # (B, T, 1)
     return {"mse_sum": (sq * valid).sum(), "mse_count": (valid.sum() * sq.shape[-1]).detach()}
+
+
+def _weighted_xy(weights: torch.Tensor, xy: torch.Tensor, n: int) -> torch.Tensor:
+    """Selection weights (B, k, n) over n objects' xy (B, 2n) -> the k weighted xy (B, 2k), float32.
+    ``n`` is a Python int so that exported graphs keep a static width."""
+    rows = xy.float().view(-1, n, 2)  # (B, n, 2)
+    return torch.einsum("bkn,bnc->bkc", weights.float(), rows).flatten(1)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, action_pad: torch.Tensor | None) -> torch.Tensor:

@@ -58,3 +58,65 @@ def test_recorded_actions_served_as_chunks_solve_the_recorded_scene(demo_dataset
         env.close()
     assert outcome.success is solved, outcome
     assert outcome.chunks_refused == 0 and outcome.ticks_run > 0  # the recorded actions pass the checks
+
+
+def _oracle_runner(demo_dataset, executor_changes: dict | None = None, image_noise: float = 0.0):
+    """(runner, env, scene seed) serving pick_red_cube's first demonstration on its own scene."""
+    from tinyvla_ros.sim.env import make_env
+
+    info = load_info(demo_dataset)
+    scene = next(e for e in info.episodes if e["task"] == "pick_red_cube")
+    seed = int(scene["source"].rsplit("seed", 1)[1])
+    actions = np.asarray(EpisodeFile(demo_dataset / scene["file"]).action)
+    params = graph_parameters("franka")
+    executor = yaml.safe_load((config_dir() / "franka.yaml").read_text())["/**/tinyvla_executor"][
+        "ros__parameters"
+    ]
+    for key, value in (executor_changes or {}).items():
+        executor["faults"][key] = value
+    env = make_env(
+        "franka", image_width=64, image_height=48, control_dt=1.0 / float(executor["control_rate"])
+    )
+    engine = OracleEngine(actions, env, float(params["action_dt"]))
+    return PolicyRunner(engine, env, params, executor, "", image_noise), env, seed
+
+
+def test_latency_runs_the_policy_nodes_loop_and_its_chunks_arrive_late(demo_dataset):
+    """With ``latency`` the runner infers continuously (as the policy node does) and each chunk
+    reaches the loop that much later, stamped with its observation's time: time-aligned recorded
+    actions still solve the scene; a latency past the executor's max_observation_age holds the arm
+    on every tick (the chunks are too old), so the stamps are really the observations'."""
+    runner, env, seed = _oracle_runner(demo_dataset)
+    try:
+        ok = runner.episode("pick_red_cube", seed, 0, 0.0, latency=0.1)
+        late = runner.episode("pick_red_cube", seed, 0, 3.0, latency=0.25)  # shipped max age 0.18 s
+    finally:
+        env.close()
+    assert ok.success and ok.chunks_refused == 0, ok
+    # one inference per 0.1 s (inference_rate 15 Hz is not the bound): ~10 per sim second
+    assert 8 * ok.sim_seconds <= ok.inferences <= 11 * ok.sim_seconds + 1, ok
+    assert not late.success and late.ticks_run == 0 and late.ticks_hold > 250, late
+
+
+def test_image_noise_reaches_the_policy_and_repeats_per_scene(demo_dataset):
+    """The sensor noise the fake's cameras add (``image_noise``) is on the frames the engine gets,
+    at the given std, and the same for the same scene seed (a rerun is the same evaluation)."""
+    runner, env, seed = _oracle_runner(demo_dataset, image_noise=2.0)
+    seen: list[np.ndarray] = []
+    predict = runner.engine.predict_chunk
+    runner.engine.predict_chunk = lambda images, *a, **k: (seen.append(images[0]), predict(images, *a, **k))[
+        1
+    ]
+    try:
+        env.reset("pick_red_cube", seed)
+        clean = env.render("zed_left").astype(float)
+        runner.episode("pick_red_cube", seed, 0, 0.1)
+        per_episode = len(seen)
+        runner.episode("pick_red_cube", seed, 0, 0.1)
+    finally:
+        env.close()
+    first, again = seen[0], seen[per_episode]
+    assert per_episode >= 1 and len(seen) == 2 * per_episode
+    diff = first.astype(float) - clean
+    assert 1.5 < diff.std() < 2.5, diff.std()  # 2 levels (a little less where clipped at 0 / 255)
+    np.testing.assert_array_equal(first, again)

@@ -137,6 +137,50 @@ def test_datasets_that_share_episodes_share_their_cached_features(demo_dataset, 
     assert not (tmp_path / "run2" / CACHE_DIR).exists()
 
 
+def test_image_noise_caches_the_towers_output_on_noisy_frames_in_its_own_cache(demo_dataset, tmp_path):
+    """``--image-noise``: the cache holds the tower's output on frames with sensor noise (std drawn
+    per frame in [0, STD]), the same when written again, and is described as noisy: a clean cache
+    directory refuses it (and keeps its older manifest valid: no noise key when clean)."""
+    from tinyvla_ros.data.episodes import EpisodeFile, load_info, load_stats
+    from tinyvla_ros.data.features import episode_features, frame_noise_rng
+    from tinyvla_ros.data.train import build_policy
+
+    cfg = _cfg(demo_dataset, tmp_path / "run")
+    policy = build_policy(cfg, load_info(demo_dataset), normalizer_from_stats(load_stats(demo_dataset)))
+    clean = build_cache(policy, demo_dataset, [0], 1.0, tmp_path / "clean")
+    assert "image_noise" not in json.loads((tmp_path / "clean" / MANIFEST).read_text())
+    noisy = build_cache(policy, demo_dataset, [0], 1.0, tmp_path / "noisy", image_noise=6.0)
+    assert json.loads((tmp_path / "noisy" / MANIFEST).read_text())["image_noise"] == 6.0
+    again = build_cache(policy, demo_dataset, [0, 1], 1.0, tmp_path / "noisy2", image_noise=6.0)
+    torch.testing.assert_close(again[0], noisy[0], rtol=0, atol=0)  # seeded by the episode's content
+    diff = (noisy[0].float() - clean[0].float()).abs().mean(dim=(1, 2, 3, 4))  # per frame
+    assert diff.shape[0] == clean[0].shape[0] and float(diff.min()) >= 0 and float(diff.max()) > 1e-3
+    # a cache file is episode_features on the episode with its content-seeded generator
+    path = demo_dataset / load_info(demo_dataset).episodes[0]["file"]
+    episode = EpisodeFile(path)
+    rng = frame_noise_rng(episode_key(path))
+    single = episode_features(policy, _FirstFrames(episode, 4), 1.0, image_noise=6.0, rng=rng)
+    torch.testing.assert_close(
+        single.float(), noisy[0][:4].float(), rtol=1e-2, atol=1e-2
+    )  # float16, another batch size
+    with pytest.raises(ValueError, match="another tower or view"):
+        build_cache(policy, demo_dataset, [0], 1.0, tmp_path / "clean", image_noise=6.0)
+    with pytest.raises(ValueError, match="image_noise"):
+        _cfg(demo_dataset, tmp_path / "x", image_noise=-1.0)
+    with pytest.raises(ValueError, match="image-noise"):
+        Trainer(_cfg(demo_dataset, tmp_path / "x", image_noise=2.0, cache_features=False)).run()
+
+
+class _FirstFrames:
+    """The first ``n`` frames of an episode (episode_features reads ``length`` and ``frame``)."""
+
+    def __init__(self, episode, n: int) -> None:
+        self.episode, self.length = episode, n
+
+    def frame(self, cam: str, t: int):
+        return self.episode.frame(cam, t)
+
+
 def test_warm_start_continues_a_trained_checkpoint(demo_dataset, tmp_path, capsys):
     from tinyvla_ros.vla.checkpoint import CheckpointMismatchError
     from tinyvla_ros.vla.testing import make_tiny_checkpoint

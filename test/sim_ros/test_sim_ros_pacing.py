@@ -53,6 +53,8 @@ def test_lockstep_gate_needs_a_message_within_its_budget():
         ({"setup": "kuka"}, "setup"),
         ({"image_width": 4}, "image_width"),
         ({"lockstep_chunk_budget": -0.1}, "lockstep_chunk_budget"),
+        # below one camera period (15 Hz: 0.067 s) the sim stops before the frame the policy waits for
+        ({"time_mode": "lockstep", "lockstep_chunk_budget": 0.05}, "camera period"),
         ({"image_noise": 100.0}, "image_noise"),
     ],
 )

@@ -32,6 +32,7 @@ __all__ = [
     "encode_image",
     "encode_compressed",
     "check_image_shape",
+    "add_sensor_noise",
 ]
 
 
@@ -327,3 +328,15 @@ def check_image_shape(img: np.ndarray, expected_hw: Sequence[int] | None = None)
                 f"image is {arr.shape[0]}x{arr.shape[1]} (HxW), expected {exp[0]}x{exp[1]}"
             )
     return arr
+
+
+def add_sensor_noise(rgb: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) uint8 + Gaussian sensor noise of std ``sigma`` intensity levels (0: unchanged).
+
+    What the MuJoCo fake's cameras add to every frame; training adds it too (``tinyvla-train
+    --image-noise``), so a policy does not meet it first at deployment.
+    """
+    if sigma <= 0:
+        return rgb
+    noise = rng.normal(0.0, sigma, rgb.shape).astype(np.float32)
+    return np.clip(rgb.astype(np.float32) + noise, 0, 255).astype(np.uint8)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tinyvla_ros.core.chunking import EXECUTION_MODES
+from tinyvla_ros.core.images import add_sensor_noise
 from tinyvla_ros.data.demos import SETUPS, graph_parameters
 
 
@@ -35,7 +36,11 @@ class EvalConfig:
     """setup; tasks (None: all); seeds: episode seeds (scene layout); policy_seed: diffusion noise
     seed (-1: fresh noise; chunk i of an episode uses policy_seed + i); execution_mode: "" = the
     params file's; max_seconds: 0 = per-task default; engine/device: as tinyvla_ros.vla.engines;
-    instruction: "" = each task's own, else this instruction in every episode (language checks)."""
+    instruction: "" = each task's own, else this instruction in every episode (language checks);
+    latency: simulated s from an observation to its chunk's arrival (0: inference takes no time and
+    a chunk is computed only when the executor asks for one; > 0: the policy node's loop, see
+    PolicyRunner.episode); image_noise: std of the Gaussian sensor noise on every rendered frame
+    (intensity levels, as the fake robot's cameras add; 0: clean renders)."""
 
     setup: str = "franka"
     tasks: tuple[str, ...] | None = None
@@ -49,6 +54,8 @@ class EvalConfig:
     device: str = "cpu"
     num_threads: int = 0
     instruction: str = ""
+    latency: float = 0.0
+    image_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.setup not in SETUPS:
@@ -61,13 +68,18 @@ class EvalConfig:
             )
         if not (math.isfinite(self.max_seconds) and self.max_seconds >= 0):
             raise ValueError(f"EvalConfig.max_seconds must be >= 0 (0 = default), got {self.max_seconds!r}")
+        if not (math.isfinite(self.latency) and 0.0 <= self.latency <= 2.0):
+            raise ValueError(f"EvalConfig.latency must be in [0, 2] s, got {self.latency!r}")
+        if not (math.isfinite(self.image_noise) and 0.0 <= self.image_noise <= 50.0):
+            raise ValueError(f"EvalConfig.image_noise must be in [0, 50] levels, got {self.image_noise!r}")
 
 
 @dataclass(frozen=True)
 class EpisodeOutcome:
     """One episode: inferences = chunks predicted, chunks_refused = of those, refused by the fault
     checks (the robot would not move on them); ticks_run / ticks_hold = control periods that
-    followed a chunk / held (braked or stood still)."""
+    followed a chunk / held (braked or stood still); safety_clamps: joint values the safety
+    filter changed (position, velocity, acceleration, jerk limits), summed over the ticks."""
 
     task: str
     seed: int
@@ -78,6 +90,7 @@ class EpisodeOutcome:
     chunks_refused: int = 0
     ticks_run: int = 0
     ticks_hold: int = 0
+    safety_clamps: int = 0
 
 
 @dataclass
@@ -103,8 +116,8 @@ class EvalResults:
     def table(self) -> str:
         """Markdown success table: one row per task, then the mean."""
         rates = self.success_rates()
-        lines = ["| task | episodes | success | mean sim time (s) | chunks refused | ticks held |",
-                 "|---|---|---|---|---|---|"]  # fmt: skip
+        lines = ["| task | episodes | success | mean sim time (s) | chunks refused | ticks held | safety clamps |",
+                 "|---|---|---|---|---|---|---|"]  # fmt: skip
         for task, rate in rates.items():
             eps = [e for e in self.episodes if e.task == task]
             ok = sum(e.success for e in eps)
@@ -112,9 +125,9 @@ class EvalResults:
             held = sum(e.ticks_hold for e in eps) / max(1, sum(e.ticks_hold + e.ticks_run for e in eps))
             lines.append(f"| {task} | {len(eps)} | {ok}/{len(eps)} ({100 * rate:.0f}%) | "
                          f"{np.mean([e.sim_seconds for e in eps]):.1f} | {refused}/{inferred} | "
-                         f"{100 * held:.0f}% |")  # fmt: skip
+                         f"{100 * held:.0f}% | {sum(e.safety_clamps for e in eps)} |")  # fmt: skip
         mean = float(np.mean(list(rates.values()))) if rates else 0.0
-        lines.append(f"| **mean** | {len(self.episodes)} | {100 * mean:.1f}% | | | |")
+        lines.append(f"| **mean** | {len(self.episodes)} | {100 * mean:.1f}% | | | | |")
         return "\n".join(lines)
 
 
@@ -127,16 +140,25 @@ class PolicyRunner:
     """
 
     def __init__(
-        self, engine: Any, env: Any, params: dict[str, Any], executor_params: dict[str, Any], mode: str
+        self,
+        engine: Any,
+        env: Any,
+        params: dict[str, Any],
+        executor_params: dict[str, Any],
+        mode: str,
+        image_noise: float = 0.0,
     ):
         from tinyvla_ros.core.control import ControlConfig, ControlLoop, FaultChecks
         from tinyvla_ros.core.robots import load_robot_spec
 
         self.engine, self.env = engine, env
+        self.image_noise = float(image_noise)
+        self._noise_rng = np.random.default_rng(0)
         self.cameras = list(params["camera_names"])
         self.state_names = list(params["state_joint_names"])
         self.action_names = list(params["action_names"])
         self.dt = float(params.get("action_dt", 0.05))
+        self.inference_period = 1.0 / float(params.get("inference_rate", 15.0))
         control = ControlConfig.from_params(
             executor_params, execution_mode=mode or None, action_names=tuple(self.action_names)
         )
@@ -179,7 +201,9 @@ class PolicyRunner:
 
     def observe(self) -> tuple[list[np.ndarray], np.ndarray]:
         """(camera images in policy order, (Ds,) state) of the current sim state."""
-        images = [self.env.render(c) for c in self.cameras]
+        images = [
+            add_sensor_noise(self.env.render(c), self.image_noise, self._noise_rng) for c in self.cameras
+        ]
         return images, self.env.joint_positions()[self._state_cols]
 
     def tick(self, now: float) -> Any:
@@ -203,9 +227,21 @@ class PolicyRunner:
         return result
 
     def episode(
-        self, task: str, seed: int, policy_seed: int, max_seconds: float, instruction: str = ""
+        self,
+        task: str,
+        seed: int,
+        policy_seed: int,
+        max_seconds: float,
+        instruction: str = "",
+        latency: float = 0.0,
     ) -> EpisodeOutcome:
-        """One evaluation episode (``instruction``: '' = the task's own)."""
+        """One evaluation episode (``instruction``: '' = the task's own).
+
+        ``latency`` > 0 runs the policy as the policy node does: an inference starts on the newest
+        observation whenever none is running (at most ``inference_rate`` per second), its chunk
+        reaches the loop ``latency`` simulated seconds later, stamped with the observation's time,
+        while the arm goes on executing the older plan; the loop's execution mode decides what
+        to do with it (open_loop keeps its plan mid-way and only notes the observation)."""
         from tinyvla_ros.sim.experts import make_expert
 
         env = self.env
@@ -214,11 +250,24 @@ class PolicyRunner:
         self.loop = loop = self._new_loop()  # filters, plan and grippers start from this episode
         self.executor = loop.executor
         self._gripper_sent: set[str] = set()
+        self._noise_rng = np.random.default_rng(seed)  # the same noise for the same scene
         instruction = instruction or env.instruction
         start, inferences, success, tick = time.perf_counter(), 0, False, 0
+        pending: tuple[float, float, np.ndarray] | None = None  # (arrival, observation time, chunk)
+        next_start = 0.0
         while env.time < limit - 1e-9:
             now = env.time
-            if tick % self.ticks_per_step == 0:
+            if latency > 0:
+                if pending is not None and now >= pending[0] - 1e-9:
+                    loop.add_chunk(pending[2], pending[1], self.dt, now)
+                    pending = None
+                if pending is None and now >= next_start - 1e-9:
+                    images, state = self.observe()
+                    seed_i = None if policy_seed < 0 else policy_seed + inferences
+                    chunk = self.engine.predict_chunk(images, instruction, state, seed=seed_i)
+                    pending, next_start = (now + latency, now, chunk), now + self.inference_period
+                    inferences += 1
+            elif tick % self.ticks_per_step == 0:
                 if self.executor.needs_chunk(now):
                     images, state = self.observe()
                     seed_i = None if policy_seed < 0 else policy_seed + inferences
@@ -246,6 +295,7 @@ class PolicyRunner:
             chunks_refused=counts["bad_chunks"],
             ticks_run=counts["ticks_run"],
             ticks_hold=counts["ticks_hold"],
+            safety_clamps=int(sum(loop.clamps.values())),
         )
 
 
@@ -274,7 +324,7 @@ def evaluate(checkpoint: str | Path, cfg: EvalConfig | None = None, progress: bo
     env = make_env(cfg.setup, image_width=width, image_height=height, control_dt=period)
     results = EvalResults(cfg.setup, str(checkpoint))
     try:
-        runner = PolicyRunner(engine, env, params, executor_params, cfg.execution_mode)
+        runner = PolicyRunner(engine, env, params, executor_params, cfg.execution_mode, cfg.image_noise)
         jobs = [(t, int(s)) for t in (cfg.tasks or env.tasks) for s in cfg.seeds]
         if progress:
             from tqdm import tqdm
@@ -282,7 +332,7 @@ def evaluate(checkpoint: str | Path, cfg: EvalConfig | None = None, progress: bo
             jobs = tqdm(jobs, desc="eval", unit="episode")
         for task, seed in jobs:
             results.episodes.append(
-                runner.episode(task, seed, cfg.policy_seed, cfg.max_seconds, cfg.instruction)
+                runner.episode(task, seed, cfg.policy_seed, cfg.max_seconds, cfg.instruction, cfg.latency)
             )
     finally:
         env.close()
@@ -312,6 +362,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="", help="also write the results as JSON here")
     p.add_argument("--instruction", default="", help="give the policy this instruction in every episode")
     p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="simulated s from an observation to its chunk's arrival, policy-node loop (0: none)",
+    )
+    p.add_argument(
+        "--image-noise",
+        type=float,
+        default=0.0,
+        help="sensor noise std on every frame, intensity levels (the fake's cameras: 2.0; 0: clean)",
+    )
     args = p.parse_args(argv)
     try:
         cfg = EvalConfig(
@@ -327,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             num_threads=args.num_threads,
             instruction=args.instruction,
+            latency=args.latency,
+            image_noise=args.image_noise,
         )
         results = evaluate(args.checkpoint, cfg, progress=True)
     except (ValueError, FileNotFoundError, OSError) as exc:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tinyvla_ros.core.images import add_sensor_noise
 from tinyvla_ros.data.augment import center_crop
 from tinyvla_ros.data.episodes import EpisodeFile, load_info
 from tinyvla_ros.data.samples import action_window
@@ -66,36 +67,54 @@ def episode_key(path: str | Path) -> str:
     return digest.hexdigest()[:24]
 
 
-def describe(policy: Any, crop_ratio: float) -> dict[str, Any]:
+def describe(policy: Any, crop_ratio: float, image_noise: float = 0.0) -> dict[str, Any]:
     c = policy.config
-    return {
+    desc = {
         "tower": c.vision.tower,
         "weights": tower_fingerprint(policy),
         "image_size": c.image_size,
         "crop_ratio": crop_ratio,
         "camera_names": list(c.camera_names),
     }
+    if image_noise > 0:  # absent for clean caches, so the caches written before it stay valid
+        desc["image_noise"] = image_noise
+    return desc
+
+
+def frame_noise_rng(key: str) -> np.random.Generator:
+    """The sensor-noise generator of one episode's cache (seeded by its content key): a cache
+    written again is the same."""
+    return np.random.default_rng(int(key[:16], 16))
 
 
 @torch.no_grad()
-def episode_features(policy: Any, episode: EpisodeFile, crop_ratio: float, batch: int = 32) -> torch.Tensor:
-    """Every frame of one episode -> float16 feature maps (L, N, C, h, w)."""
+def episode_features(
+    policy: Any,
+    episode: EpisodeFile,
+    crop_ratio: float,
+    batch: int = 32,
+    image_noise: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> torch.Tensor:
+    """Every frame of one episode -> float16 feature maps (L, N, C, h, w).
+
+    ``image_noise`` > 0: each camera frame gets Gaussian sensor noise (core.images.add_sensor_noise)
+    of a std drawn uniformly from [0, image_noise] per frame, from ``rng``, before the tower."""
     c = policy.config
+    if image_noise > 0 and rng is None:
+        raise ValueError("episode_features: image_noise needs an rng")
+
+    def view(cam: str, t: int) -> np.ndarray:
+        frame = episode.frame(cam, t)
+        if image_noise > 0:
+            frame = add_sensor_noise(frame, float(rng.uniform(0.0, image_noise)), rng)
+        return prepare_image(center_crop(frame, crop_ratio), c.image_size).transpose(2, 0, 1)
+
     out = []
     for start in range(0, episode.length, batch):
         stop = min(start + batch, episode.length)
         frames = np.stack(
-            [
-                np.stack(
-                    [
-                        prepare_image(center_crop(episode.frame(cam, t), crop_ratio), c.image_size).transpose(
-                            2, 0, 1
-                        )
-                        for cam in c.camera_names
-                    ]
-                )
-                for t in range(start, stop)
-            ]
+            [np.stack([view(cam, t) for cam in c.camera_names]) for t in range(start, stop)]
         )  # (b, N, 3, S, S) uint8
         pixels = torch.from_numpy(frames).to(policy.device, torch.float32) / 255.0
         out.append(policy.backbone.tower_features(pixels).to("cpu", torch.float16))
@@ -109,15 +128,18 @@ def build_cache(
     crop_ratio: float,
     root: str | Path,
     write: bool = True,
+    image_noise: float = 0.0,
 ) -> dict[int, torch.Tensor]:
     """Feature maps of ``episodes`` ({episode: (L, N, C, h, w) float16}), read from ``root`` when a
     matching cache is there, otherwise computed and written. ``write=False`` (the other processes
-    of a multi-process run, after the main one built it): read only, a missing file is an error."""
+    of a multi-process run, after the main one built it): read only, a missing file is an error.
+    ``image_noise``: sensor noise on the frames (see episode_features), part of the cache's
+    description: a clean cache and a noisy one live in different directories."""
     from safetensors.torch import load_file, save_file
 
     root = Path(root)
     info = load_info(dataset)
-    desc = describe(policy, crop_ratio)
+    desc = describe(policy, crop_ratio, image_noise)
     manifest = root / MANIFEST
     if any(root.glob("episode_*.safetensors")):
         raise ValueError(
@@ -126,7 +148,8 @@ def build_cache(
     if manifest.is_file() and json.loads(manifest.read_text()) != desc:
         raise ValueError(f"feature cache {root} was made for another tower or view ({manifest}); delete it")
     files = {e: Path(dataset) / info.episodes[e]["file"] for e in episodes}
-    paths = {e: root / f"{episode_key(files[e])}.safetensors" for e in episodes}
+    keys = {e: episode_key(files[e]) for e in episodes}
+    paths = {e: root / f"{keys[e]}.safetensors" for e in episodes}
     if not write:
         missing = [e for e in episodes if not paths[e].is_file()]
         if missing or not manifest.is_file():
@@ -143,7 +166,9 @@ def build_cache(
         if path.is_file():
             cache[e] = load_file(str(path))["features"]
             continue
-        maps = episode_features(policy, EpisodeFile(files[e]), crop_ratio)
+        maps = episode_features(
+            policy, EpisodeFile(files[e]), crop_ratio, image_noise=image_noise, rng=frame_noise_rng(keys[e])
+        )
         partial = path.with_suffix(".partial")  # a stop mid-write leaves no truncated cache file
         save_file({"features": maps.contiguous()}, str(partial))
         partial.replace(path)

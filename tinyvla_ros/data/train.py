@@ -101,6 +101,7 @@ class TrainConfig:
     ema: bool = False
     aux_objects: float = 0.0
     state_noise: float = 0.0
+    image_noise: float = 0.0
     ema_power: float = 0.75
     ema_max_decay: float = 0.9999
 
@@ -130,6 +131,8 @@ class TrainConfig:
             )
         if not (math.isfinite(self.state_noise) and 0 <= self.state_noise <= 10):
             raise ValueError(f"TrainConfig.state_noise must be in [0, 10], got {self.state_noise!r}")
+        if not (math.isfinite(self.image_noise) and 0 <= self.image_noise <= 50):
+            raise ValueError(f"TrainConfig.image_noise must be in [0, 50] levels, got {self.image_noise!r}")
         if not (math.isfinite(self.aux_objects) and 0 <= self.aux_objects <= 100):
             raise ValueError(f"TrainConfig.aux_objects must be in [0, 100], got {self.aux_objects!r}")
         if not (0 < self.ema_power <= 1 and 0 < self.ema_max_decay < 1):
@@ -372,7 +375,9 @@ def make_cached_loaders(
     info = load_info(cfg.dataset)
     train_eps, val_eps = split_episodes(len(info.episodes), cfg.val_fraction, cfg.seed)
     root = Path(cfg.feature_cache) if cfg.feature_cache else out / CACHE_DIR
-    cache = build_cache(policy, cfg.dataset, train_eps + val_eps, cfg.augment.crop_ratio, root, write=writer)
+    cache = build_cache(
+        policy, cfg.dataset, train_eps + val_eps, cfg.augment.crop_ratio, root, writer, cfg.image_noise
+    )
     chunk = policy.config.chunk_len
     aux = None
     if policy.config.aux_dim:  # sim-only object coordinates (data/aux_targets.py)
@@ -727,6 +732,11 @@ class Trainer:
             raise ValueError(
                 "--aux-objects needs a frozen tower with cached features (e.g. --preset cpu-lite0)"
             )
+        if cfg.image_noise and not (config.vision.frozen and cfg.cache_features):
+            raise ValueError(
+                "--image-noise is applied where the feature cache is written: it needs a frozen tower "
+                "with cached features (e.g. --preset cpu-lite0)"
+            )
         if config.vision.frozen and cfg.cache_features:
             from tinyvla_ros.data.distributed import is_fsdp
             from tinyvla_ros.data.features import collate_features
@@ -967,6 +977,15 @@ def build_parser() -> argparse.ArgumentParser:
         "policy cannot read the demonstrator's target from the arm's own motion (the copycat problem)",
     )
     p.add_argument(
+        "--image-noise",
+        type=float,
+        default=0.0,
+        metavar="STD",
+        help="frozen tower with cached features: Gaussian sensor noise on every frame before the tower, "
+        "std uniform in [0, STD] intensity levels per frame (the fake's cameras add 2.0; a policy trained "
+        "on clean frames alone can break on it)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -1014,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
             cache_features=not args.no_feature_cache, feature_cache=args.feature_cache,
             warm_start=args.warm_start,
             feature_shift=args.feature_shift,
-            aux_objects=args.aux_objects, state_noise=args.state_noise,
+            aux_objects=args.aux_objects, state_noise=args.state_noise, image_noise=args.image_noise,
         )  # fmt: skip
         trainer = Trainer(cfg)
         final = trainer.run()

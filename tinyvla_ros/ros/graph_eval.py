@@ -47,7 +47,10 @@ STARTUP_TIMEOUT = 240.0
 class GraphEvalConfig:
     """robot; tasks (None: all of the set-up); seeds; instruction ('' = each task's own);
     max_seconds (sim s per episode, 0 = 1.5 x the expert's duration + 2 s); settle_seconds (sim s
-    between the reset and actuation); execution_mode ('' = the params file's); image size."""
+    between the reset and actuation); execution_mode ('' = the params file's); image size;
+    real_time_factor: the lockstep fake's speed cap (1: sim time never runs ahead of the wall clock,
+    so inference costs its real duration in sim time, as on a robot; 0: no cap, the sim runs on
+    between chunks faster than the policy computes and the executor's observation deadline trips)."""
 
     robot: str = "franka"
     tasks: tuple[str, ...] | None = None
@@ -60,7 +63,7 @@ class GraphEvalConfig:
     image_height: int = 0
     engine: str = "torch"
     policy_threads: int = 1
-    real_time_factor: float = 0.0
+    real_time_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.robot not in SETUPS:
@@ -368,6 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=0, help="camera height (0: the params file's)")
     p.add_argument("--engine", default="torch")
     p.add_argument("--policy-threads", type=int, default=1)
+    p.add_argument(
+        "--real-time-factor",
+        type=float,
+        default=1.0,
+        help="cap on sim speed (1: sim time never outruns the wall clock, so inference costs "
+        "its real time in sim time; 0: no cap)",
+    )
     p.add_argument("--log-dir", default="out/graph_eval_logs")
     p.add_argument("--json", default="", help="also write the results as JSON here")
     args = p.parse_args(argv)
@@ -386,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_height=args.height,
             engine=args.engine,
             policy_threads=args.policy_threads,
+            real_time_factor=args.real_time_factor,
         )
         results = evaluate_graph(args.checkpoint, cfg, args.log_dir)
     except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as exc:

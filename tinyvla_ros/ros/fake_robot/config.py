@@ -209,6 +209,16 @@ class FakeRobotConfig:
             f"must be empty or name {offered} topic(s) ({self.setup} fake offers {offered} pose input(s))",
         )
         self.pacing()  # validates real_time_factor and the lockstep values
+        # lockstep waits for a chunk from an observation newer than the last one: a budget that stops
+        # the sim before the next camera frame deadlocks the graph (the policy waits for a frame)
+        budget = self.lockstep_chunk_budget
+        _check(
+            self.time_mode != "lockstep" or budget == 0 or budget * self.camera_rate > 1.0 + 1e-9,
+            "lockstep_chunk_budget",
+            budget,
+            f"must exceed one camera period (1/camera_rate = {1 / self.camera_rate:.3f} s), or be 0 (off): "
+            "the sim would stop before the frame the policy waits for",
+        )
 
     @property
     def defaults(self) -> SetupDefaults:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyvla_ros.core.images import add_sensor_noise
 from tinyvla_ros.core.stats import LatencyStats
 from tinyvla_ros.ros.fake_robot.config import FakeRobotConfig
 from tinyvla_ros.ros.fake_robot.controllers import ArmController, CommandRejected, JointLimits
@@ -435,11 +436,7 @@ class FakeRobotSim:
 
         A real camera never delivers two identical frames; frozen-camera checks rely on that.
         """
-        sigma = self.cfg.image_noise
-        if sigma <= 0:
-            return rgb
-        noise = self._noise_rng.normal(0.0, sigma, rgb.shape).astype(np.float32)  # (H, W, 3)
-        return np.clip(rgb.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        return add_sensor_noise(rgb, self.cfg.image_noise, self._noise_rng)
 
     def _update_success(self) -> None:
         success = self.env.success()

@@ -96,12 +96,10 @@ def find_checkpoint(robot: str, given: str = "") -> tuple[str, str]:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"--checkpoint {given!r} is not a checkpoint directory (no config.json)")
         return str(path), "given"
-    from tinyvla_ros.paths import models_dir
+    from tinyvla_ros.ros.graph import shipped_checkpoint
 
-    default = models_dir() / robot
-    if (default / "config.json").is_file():
-        return str(default), "embedded default"
-    return "", ""
+    default = shipped_checkpoint(robot)
+    return (default, "embedded default") if default else ("", "")
 
 
 def _loads(directory: Path) -> bool:

@@ -34,6 +34,38 @@ def test_spin_returns_without_error_when_the_context_shuts_down_mid_spin(rounds)
         node.destroy_node()
 
 
+class _TakeFailsAtShutdown(SingleThreadedExecutor):
+    """A real executor whose spin ends the way a signal during ``take_message`` ends it: the
+    context shuts down and the bindings raise a RuntimeError (``shut_down=False``: the same
+    error with the context still valid, a real failure)."""
+
+    def __init__(self, context, shut_down: bool) -> None:
+        super().__init__(context=context)
+        self.shut_down = shut_down
+
+    def spin(self) -> None:
+        self.spin_once(timeout_sec=0.01)
+        if self.shut_down:
+            self.context.try_shutdown()
+        raise RuntimeError("Unable to convert call argument '0' to Python object")
+
+
+@pytest.mark.parametrize("shut_down", [True, False])
+def test_a_take_error_is_a_normal_shutdown_only_once_the_context_is_down(shut_down):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = _TakeFailsAtShutdown(context, shut_down)
+    try:
+        if shut_down:
+            spin_until_shutdown(executor)  # returns: the node exits 0
+        else:
+            with pytest.raises(RuntimeError, match="convert call argument"):
+                spin_until_shutdown(executor)
+    finally:
+        executor.shutdown()
+        context.try_shutdown()
+
+
 def test_second_sigint_is_ignored_once_shutdown_began():
     before = signal.getsignal(signal.SIGINT)
     try:

@@ -55,7 +55,12 @@ class Argument:
 
 
 ARGUMENTS: tuple[Argument, ...] = (
-    Argument("checkpoint", "", "TinyVLA checkpoint directory (config.json, model.safetensors, stats.json)"),
+    Argument(
+        "checkpoint",
+        "",
+        "TinyVLA checkpoint directory (config.json, model.safetensors, stats.json); empty: the params "
+        "file's, else the shipped models/<robot>/",
+    ),
     Argument("instruction", "", "language instruction; the latched 'instruction' topic can change it"),
     Argument(
         "use_sim",
@@ -344,11 +349,22 @@ def _checked_params_file(args: GraphArgs) -> str:
     return params_path
 
 
+def shipped_checkpoint(robot: str) -> str:
+    """The embedded default policy of ``robot`` (``models/<robot>/`` installed with the package), or
+    '' when none ships: what the graph runs when neither the argument nor the params file names one."""
+    from tinyvla_ros.paths import models_dir
+
+    default = models_dir() / robot
+    return str(default) if (default / "config.json").is_file() else ""
+
+
 def _policy_parameters(args: GraphArgs, policy_params: dict) -> dict[str, Any]:
     """The policy's overrides: checkpoint, instruction, engine/device/precision, legacy ZED topics."""
     policy: dict[str, Any] = {}
     if args.checkpoint:
         policy["checkpoint"] = str(Path(args.checkpoint).expanduser())
+    elif not policy_params.get("checkpoint") and (shipped := shipped_checkpoint(args.robot)):
+        policy["checkpoint"] = shipped
     if args.instruction:
         policy["instruction"] = args.instruction
     for key in ("engine", "device", "precision"):

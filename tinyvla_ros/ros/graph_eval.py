@@ -47,10 +47,13 @@ STARTUP_TIMEOUT = 240.0
 class GraphEvalConfig:
     """robot; tasks (None: all of the set-up); seeds; instruction ('' = each task's own);
     max_seconds (sim s per episode, 0 = 1.5 x the expert's duration + 2 s); settle_seconds (sim s
-    between the reset and actuation); execution_mode ('' = the params file's); image size;
+    between the reset and actuation); execution_mode and engine ('' = the params file's); image size;
     real_time_factor: the lockstep fake's speed cap (1: sim time never runs ahead of the wall clock,
     so inference costs its real duration in sim time, as on a robot; 0: no cap, the sim runs on
-    between chunks faster than the policy computes and the executor's observation deadline trips)."""
+    between chunks faster than the policy computes and the executor's observation deadline trips);
+    observation_deadline: the executor's faults.max_observation_age for the run (0: the params
+    file's 0.18 s, which a robot's computer meets; on a 2-core CPU, camera frame age + inference
+    + the next frame's wait reach it and the arm stops and starts: `make demo` uses 0.35 s)."""
 
     robot: str = "franka"
     tasks: tuple[str, ...] | None = None
@@ -61,16 +64,17 @@ class GraphEvalConfig:
     execution_mode: str = ""
     image_width: int = 0
     image_height: int = 0
-    engine: str = "torch"
+    engine: str = ""
     policy_threads: int = 1
     real_time_factor: float = 1.0
+    observation_deadline: float = 0.0
 
     def __post_init__(self) -> None:
         if self.robot not in SETUPS:
             raise ValueError(f"GraphEvalConfig.robot must be one of {list(SETUPS)}, got {self.robot!r}")
         if not self.seeds or any(int(s) < 0 for s in self.seeds):
             raise ValueError(f"GraphEvalConfig.seeds must be non-negative ints, got {self.seeds!r}")
-        for name in ("max_seconds", "settle_seconds", "real_time_factor"):
+        for name in ("max_seconds", "settle_seconds", "real_time_factor", "observation_deadline"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"GraphEvalConfig.{name} must be >= 0, got {value!r}")
@@ -196,8 +200,19 @@ class GraphEvaluator:
                 "instruction_topic": EVAL_INSTRUCTION_TOPIC,
                 "diagnostics_period": 0.5,
             },
-            POLICY: {"warmup_runs": 1, "num_threads": cfg.policy_threads, "engine": cfg.engine},
-            EXECUTOR: {"diagnostics_period": 0.5},
+            POLICY: {
+                "warmup_runs": 1,
+                "num_threads": cfg.policy_threads,
+                **({"engine": cfg.engine} if cfg.engine else {}),
+            },
+            EXECUTOR: {
+                "diagnostics_period": 0.5,
+                **(
+                    {"faults.max_observation_age": cfg.observation_deadline}
+                    if cfg.observation_deadline
+                    else {}
+                ),
+            },
         }
         specs = build_graph(
             GraphArgs(
@@ -369,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--execution-mode", default="")
     p.add_argument("--width", type=int, default=0, help="camera width (0: the params file's fake cameras)")
     p.add_argument("--height", type=int, default=0, help="camera height (0: the params file's)")
-    p.add_argument("--engine", default="torch")
+    p.add_argument("--engine", default="", help="inference engine ('': the params file's)")
     p.add_argument("--policy-threads", type=int, default=1)
     p.add_argument(
         "--real-time-factor",
@@ -377,6 +392,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1.0,
         help="cap on sim speed (1: sim time never outruns the wall clock, so inference costs "
         "its real time in sim time; 0: no cap)",
+    )
+    p.add_argument(
+        "--observation-deadline",
+        type=float,
+        default=0.0,
+        help="executor faults.max_observation_age in s for this run (0: the params file's 0.18; "
+        "make demo uses 0.35 on a CPU)",
     )
     p.add_argument("--log-dir", default="out/graph_eval_logs")
     p.add_argument("--json", default="", help="also write the results as JSON here")
@@ -397,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine=args.engine,
             policy_threads=args.policy_threads,
             real_time_factor=args.real_time_factor,
+            observation_deadline=args.observation_deadline,
         )
         results = evaluate_graph(args.checkpoint, cfg, args.log_dir)
     except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as exc:

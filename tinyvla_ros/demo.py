@@ -302,7 +302,15 @@ def format_summary(s: dict[str, Any]) -> str:
     rows = [
         ("task", f'{s["task"]} - "{s["instruction"]}"'),
         ("checkpoint", f"{s['checkpoint']} ({s['checkpoint_kind']})"),
-        ("success", f"{s['success_final']} (at any time: {s['success_ever']})"),
+        (
+            "success",
+            (
+                f"yes, at {float(s['success_time_s']):.1f} s (the task's check; at the end of the run: "
+                f"{'still' if s['success_final'] else 'no longer, the policy acts on after its episode'})"
+            )
+            if s["success_ever"]
+            else "no",
+        ),
         (
             "control rate",
             f"{s['control_rate_ticks_hz']:.1f} Hz ticks (configured {s['control_rate_configured_hz']:g} Hz), "

@@ -181,12 +181,14 @@ LEFT, RIGHT = FRANKA.cameras["zed_left"], FRANKA.cameras["zed_right"]
 
 
 def start_policy(ros, checkpoint, **overrides):
-    """An in-process Franka policy node on sim time (seed SEED, one torch thread), configured and active."""
+    """An in-process Franka policy node on sim time (seed SEED, the torch engine on one thread, as the
+    offline engine the tests compare with; the params file's engine is onnx), configured and active."""
     from rclpy.lifecycle import TransitionCallbackReturn
 
     from tinyvla_ros.ros.policy_node import PolicyNode
 
-    settings = dict(checkpoint=str(checkpoint), seed=SEED, num_threads=1, warmup_runs=1, inference_rate=20.0)
+    settings = dict(checkpoint=str(checkpoint), engine="torch", seed=SEED, num_threads=1, warmup_runs=1,
+                    inference_rate=20.0)  # fmt: skip
     params = node_parameters("franka", "tinyvla_policy", use_sim_time=True, **{**settings, **overrides})
     node = ros.add(PolicyNode(context=ros.context, parameter_overrides=params))
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS

@@ -135,6 +135,21 @@ def running_graph(
     assert all(c == 0 for c in codes.values()), f"{codes}\n{graph.logs()}"
 
 
+@contextmanager
+def running_evaluator(checkpoint: str | Path, cfg: Any, log_dir: Path) -> Iterator[Any]:
+    """A started ``GraphEvaluator`` (tinyvla-graph-eval's graph); on leaving, the graph is stopped and
+    every node must have exited cleanly (0, or -2: the runner's SIGINT landing in rclpy's shutdown)."""
+    from tinyvla_ros.ros.graph_eval import GraphEvaluator
+
+    evaluator = GraphEvaluator(checkpoint, cfg, log_dir)
+    try:
+        evaluator.start()
+        yield evaluator
+    finally:
+        codes = evaluator.stop()
+    assert all(c in (0, -2) for c in codes.values()), codes
+
+
 def poll(predicate: Callable[[], bool], timeout: float, what: str, graph: Graph) -> None:
     """wait_until for a graph: fails early (with the logs) when a node dies."""
     deadline = time.monotonic() + timeout

@@ -1,7 +1,7 @@
 """``tinyvla-graph-eval``: episodes through the real ROS graph (policy + executor + lockstep fake over DDS).
 
-No trained policy ships yet (see models/README.md), so this checks the evaluation machinery with a
-random-init nano checkpoint: every episode resets the fake to its task and seed, gives the policy
+The shipped policy is checked through it in test_sim_ros_default_policy.py; this checks the
+evaluation machinery with a random-init nano checkpoint (it must not succeed): every episode resets the fake to its task and seed, gives the policy
 the task's instruction (or the override), re-enables actuation, runs until the sim-time limit (a
 random policy does not succeed) and reports chunks, times and limit violations.
 """
@@ -9,8 +9,9 @@ random policy does not succeed) and reports chunks, times and limit violations.
 from __future__ import annotations
 
 import pytest
+from sim_ros_support import running_evaluator
 
-from tinyvla_ros.ros.graph_eval import GraphEvalConfig, GraphEvaluator
+from tinyvla_ros.ros.graph_eval import GraphEvalConfig
 
 pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
 
@@ -29,14 +30,8 @@ def evaluator(module_tmp):
     checkpoint = random_checkpoint("franka", module_tmp / "ckpt_random_franka")
     cfg = GraphEvalConfig(robot="franka", tasks=(TASK,), seeds=SEEDS, max_seconds=LIMIT, image_width=64,
                           image_height=48)  # fmt: skip
-    ev = GraphEvaluator(checkpoint, cfg, module_tmp / "logs_graph_eval")
-    try:
-        ev.start()
+    with running_evaluator(checkpoint, cfg, module_tmp / "logs_graph_eval") as ev:
         yield ev
-    finally:
-        codes = ev.stop()
-    # 0, or -2: ended by the SIGINT the runner sends (seen when it lands during rclpy's shutdown)
-    assert all(c in (0, -2) for c in codes.values()), codes
 
 
 def test_every_episode_runs_to_its_sim_time_limit_with_fresh_chunks(evaluator):

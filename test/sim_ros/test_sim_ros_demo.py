@@ -36,6 +36,14 @@ def test_find_checkpoint(tmp_path):
         demo.find_checkpoint("franka", str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
     assert demo.find_checkpoint("franka", str(tmp_path)) == (str(tmp_path), "given")
+    from tinyvla_ros.paths import models_dir
+
+    # no --checkpoint: the shipped policy of the robot, where one ships (the Franka's does)
+    assert demo.find_checkpoint("franka") == (str(models_dir() / "franka"), "embedded default")
+    shipped = (models_dir() / "ur5_bimanual" / "config.json").is_file()
+    assert demo.find_checkpoint("ur5_bimanual") == (
+        (str(models_dir() / "ur5_bimanual"), "embedded default") if shipped else ("", "")
+    )
 
 
 def test_graph_command_starts_the_sim_graph_with_actuation(tmp_path):
@@ -75,7 +83,12 @@ class Recorded:
                 "ticks_hold": 50,
                 "ticks_run": 400,
             },
-            "tinyvla_fake_robot": {"real_time_factor": 1.0, "render_rate_hz": 30.0, "realtime_slips": 0},
+            "tinyvla_fake_robot": {
+                "real_time_factor": 1.0,
+                "render_rate_hz": 30.0,
+                "realtime_slips": 0,
+                "success_time_s": 4.25,
+            },
         }
 
     def diag(self, prefix: str) -> dict:
@@ -96,6 +109,7 @@ def test_summary_counts_holds_and_uses_deltas_since_the_start():
     assert s["control_rate_ticks_hz"] == pytest.approx(100.0) and s["commands_per_s"] == pytest.approx(2.0)
     text = demo.format_summary(s)
     assert "RANDOM-INIT" in text and "p50 40.0 ms, p99 90.0 ms" in text
+    assert "yes, at 4.2 s" in text and "no longer" in text  # succeeded, then lost it
     json.dumps(s)
 
 

@@ -178,3 +178,46 @@ def test_centre_crop_of_the_checkpoint_is_applied_by_both_engines(franka_copy, o
     got = engine.predict_chunk(images, TEXT, state, seed=2)
     assert np.max(np.abs(got - ref)) <= TOL
     assert np.max(np.abs(ref - whole)) > 1e-3  # the crop changed what the model saw
+
+
+_LOAD_AND_PREDICT = """
+import sys, time, numpy as np, torch
+torch.set_num_threads(1)
+from tinyvla_ros.vla.engines.onnx import OnnxEngine, OnnxEngineConfig
+while time.time() < float(sys.argv[3]):  # both processes look at the directory at the same moment
+    time.sleep(0.005)
+engine = OnnxEngine(sys.argv[1], OnnxEngineConfig(num_threads=1), log=lambda m: print(m, flush=True))
+rng = np.random.default_rng(0)
+images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in engine.config.camera_names]
+chunk = engine.predict_chunk(images, "pick up the red cube", np.zeros(engine.config.state_dim), seed=3)
+np.save(sys.argv[2], chunk)
+"""
+
+
+def test_two_processes_loading_one_fresh_checkpoint_export_it_once_and_agree(ur5_ckpt, tmp_path):
+    """Two processes that find the same checkpoint without ONNX graphs: one exports (under a lock on
+    the directory), the other waits and uses its graphs. Without the lock both wrote the same files
+    at once and one failed on a torn graph (seen: 'The model does not have an ir_version set')."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    ckpt = shutil.copytree(ur5_ckpt, tmp_path / "fresh")
+    for f in list(ckpt.glob("*.onnx*")) + list(ckpt.glob("onnx.json")):
+        f.unlink()
+    start = time.time() + 15.0  # after both have imported torch and the engine
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOAD_AND_PREDICT, str(ckpt), str(tmp_path / f"chunk{i}.npy"), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    exports = sum(out.count("exporting ONNX graphs") for out in outputs)
+    assert exports == 1, outputs  # the second found the first one's graphs
+    np.testing.assert_array_equal(np.load(tmp_path / "chunk0.npy"), np.load(tmp_path / "chunk1.npy"))

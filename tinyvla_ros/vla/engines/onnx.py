@@ -15,6 +15,7 @@ buffers are preallocated per batch size, every camera goes through the vision to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
@@ -41,6 +42,23 @@ from tinyvla_ros.vla.inpaint import InpaintInputs
 
 LOOPS = ("auto", "numpy", "fused", "graph")
 ONNX_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+EXPORT_LOCK = ".onnx_export.lock"
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path):
+    """An exclusive advisory lock (flock) on ``directory/.onnx_export.lock`` while held: other
+    processes exporting into the same checkpoint wait; released when the process dies."""
+    import fcntl
+
+    with open(directory / EXPORT_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -180,7 +198,8 @@ class OnnxEngine:
 
         precision = self.cfg.graph_precision
         wanted = {g: export.graph_file(g, precision, steps if g in export.UNROLLED else None) for g in graphs}
-        problem = export.manifest_problem(self.directory, list(wanted.values()))
+        files = list(wanted.values())
+        problem = export.manifest_problem(self.directory, files)
         if problem is not None:
             if not self.cfg.auto_export:
                 raise FileNotFoundError(
@@ -192,9 +211,14 @@ class OnnxEngine:
                     f"ONNX graphs unusable ({problem}) and {self.directory} is not writable: run tinyvla-export "
                     f"{self.directory} --graphs {' '.join(wanted)} as a user who can write there"
                 )
-            self._log(f"exporting ONNX graphs ({problem})")
-            cfg = export.ExportConfig(precision=precision, graphs=tuple(wanted), sampler_steps=steps)
-            export.export_checkpoint(self.directory, cfg, log=self._log)
+            # one exporter per directory: two processes loading the same checkpoint (two evaluations,
+            # a node restarted beside a benchmark) wrote the same files at once and one read a torn graph
+            with _directory_lock(self.directory):
+                problem = export.manifest_problem(self.directory, files)  # the other may have done it
+                if problem is not None:
+                    self._log(f"exporting ONNX graphs ({problem})")
+                    cfg = export.ExportConfig(precision=precision, graphs=tuple(wanted), sampler_steps=steps)
+                    export.export_checkpoint(self.directory, cfg, log=self._log)
         return {g: self.directory / name for g, name in wanted.items()}
 
     # ------------------------------------------------------------------ inputs

@@ -35,50 +35,35 @@ class OracleEngine:
         return self.actions[idx]
 
 
-@pytest.mark.parametrize(("played", "solved"), [("own", True), ("other seed", False)])
-def test_recorded_actions_served_as_chunks_solve_the_recorded_scene(demo_dataset, played, solved):
+def _oracle_runner(demo_dataset, source: int = 0, image_noise: float = 0.0):
+    """(runner, env, scene seed): the fake on the first pick_red_cube demonstration's scene, the
+    engine serving the recorded actions of pick demonstration ``source`` (0: that same one)."""
     from tinyvla_ros.sim.env import make_env
 
     info = load_info(demo_dataset)
     picks = [e for e in info.episodes if e["task"] == "pick_red_cube"]
-    assert len(picks) >= 2
-    scene, source = picks[0], picks[0] if played == "own" else picks[1]
-    seed = int(scene["source"].rsplit("seed", 1)[1])
-    actions = np.asarray(EpisodeFile(demo_dataset / source["file"]).action)
+    assert len(picks) > source
+    seed = int(picks[0]["source"].rsplit("seed", 1)[1])
+    actions = np.asarray(EpisodeFile(demo_dataset / picks[source]["file"]).action)
     params = graph_parameters("franka")
-    all_params = yaml.safe_load((config_dir() / "franka.yaml").read_text())
-    executor = all_params["/**/tinyvla_executor"]["ros__parameters"]
-    dt = float(params["action_dt"])
+    executor = yaml.safe_load((config_dir() / "franka.yaml").read_text())["/**/tinyvla_executor"][
+        "ros__parameters"
+    ]
     period = 1.0 / float(executor["control_rate"])  # the control loop ticks the fake
     env = make_env("franka", image_width=64, image_height=48, control_dt=period)
+    engine = OracleEngine(actions, env, float(params["action_dt"]))
+    return PolicyRunner(engine, env, params, executor, "", image_noise), env, seed
+
+
+@pytest.mark.parametrize(("played", "solved"), [("own", True), ("other seed", False)])
+def test_recorded_actions_served_as_chunks_solve_the_recorded_scene(demo_dataset, played, solved):
+    runner, env, seed = _oracle_runner(demo_dataset, source=0 if played == "own" else 1)
     try:
-        runner = PolicyRunner(OracleEngine(actions, env, dt), env, params, executor, "")
         outcome = runner.episode("pick_red_cube", seed, 0, 0.0)
     finally:
         env.close()
     assert outcome.success is solved, outcome
     assert outcome.chunks_refused == 0 and outcome.ticks_run > 0  # the recorded actions pass the checks
-
-
-def _oracle_runner(demo_dataset, executor_changes: dict | None = None, image_noise: float = 0.0):
-    """(runner, env, scene seed) serving pick_red_cube's first demonstration on its own scene."""
-    from tinyvla_ros.sim.env import make_env
-
-    info = load_info(demo_dataset)
-    scene = next(e for e in info.episodes if e["task"] == "pick_red_cube")
-    seed = int(scene["source"].rsplit("seed", 1)[1])
-    actions = np.asarray(EpisodeFile(demo_dataset / scene["file"]).action)
-    params = graph_parameters("franka")
-    executor = yaml.safe_load((config_dir() / "franka.yaml").read_text())["/**/tinyvla_executor"][
-        "ros__parameters"
-    ]
-    for key, value in (executor_changes or {}).items():
-        executor["faults"][key] = value
-    env = make_env(
-        "franka", image_width=64, image_height=48, control_dt=1.0 / float(executor["control_rate"])
-    )
-    engine = OracleEngine(actions, env, float(params["action_dt"]))
-    return PolicyRunner(engine, env, params, executor, "", image_noise), env, seed
 
 
 def test_latency_runs_the_policy_nodes_loop_and_its_chunks_arrive_late(demo_dataset):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import pytest
 from sim_ros_support import running_evaluator
 
+from tinyvla_ros.demo import DemoConfig
 from tinyvla_ros.ros.graph import shipped_checkpoint
 from tinyvla_ros.ros.graph_eval import GraphEvalConfig
 
@@ -28,7 +29,9 @@ pytestmark = [pytest.mark.ros, pytest.mark.sim, pytest.mark.slow]
 
 SEEDS = (1000, 1001, 1002, 1004, 1006, 1011, 1016, 1019)
 TASK = "pick_red_cube"
-DEADLINE = 0.35  # s: the executor's max_observation_age on this CPU (make demo's)
+DEADLINE = (
+    DemoConfig.observation_deadline
+)  # s: the executor's max_observation_age on a CPU, as make demo runs it
 
 
 @pytest.fixture(scope="module")

@@ -206,6 +206,13 @@ class PolicyRunner:
         ]
         return images, self.env.joint_positions()[self._state_cols]
 
+    def _predict(self, instruction: str, policy_seed: int, index: int) -> np.ndarray:
+        """The engine's chunk for the current observation (the episode's ``index``-th inference:
+        diffusion noise seed policy_seed + index, fresh noise when policy_seed < 0)."""
+        images, state = self.observe()
+        seed = None if policy_seed < 0 else policy_seed + index
+        return self.engine.predict_chunk(images, instruction, state, seed=seed)
+
     def tick(self, now: float) -> Any:
         """One control period: the joint state in, the loop's TickResult applied to the fake."""
         env, loop = self.env, self.loop
@@ -262,16 +269,12 @@ class PolicyRunner:
                     loop.add_chunk(pending[2], pending[1], self.dt, now)
                     pending = None
                 if pending is None and now >= next_start - 1e-9:
-                    images, state = self.observe()
-                    seed_i = None if policy_seed < 0 else policy_seed + inferences
-                    chunk = self.engine.predict_chunk(images, instruction, state, seed=seed_i)
+                    chunk = self._predict(instruction, policy_seed, inferences)
                     pending, next_start = (now + latency, now, chunk), now + self.inference_period
                     inferences += 1
             elif tick % self.ticks_per_step == 0:
                 if self.executor.needs_chunk(now):
-                    images, state = self.observe()
-                    seed_i = None if policy_seed < 0 else policy_seed + inferences
-                    chunk = self.engine.predict_chunk(images, instruction, state, seed=seed_i)
+                    chunk = self._predict(instruction, policy_seed, inferences)
                     loop.add_chunk(chunk, now, self.dt, now)
                     inferences += 1
                 else:  # the live policy's chunk here would be skipped (open loop): not computed
